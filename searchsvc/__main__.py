@@ -1,0 +1,5 @@
+"""``python -m searchsvc`` runs the CLI."""
+
+from searchsvc.cli import app
+
+app()

@@ -1,0 +1,230 @@
+"""Ray Tune callbacks that run in the driver: MLflow tracking and the live progress line.
+
+They read each trial's outcome from the ``OptunaSearcher`` (which Tune notifies first), so
+MLflow, Optuna and the progress line always agree on COMPLETE / PRUNED / FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from searchsvc.searcher import TRIAL_NUMBER_KEY, OptunaSearcher, TrialOutcome
+from searchsvc.spec import StudySpec
+from searchsvc.tracking import StudyTracker
+from searchsvc.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
+
+__all__ = ["TrackingCallback", "ProgressCallback", "RAY_RESULT_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+RAY_RESULT_KEYS = frozenset(
+    {
+        "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid",
+        "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "date",
+        "done", "trial_id", "experiment_tag", "config", "checkpoint_dir_name",
+        "should_checkpoint", "timesteps_total", "episodes_total", "timesteps_since_restore",
+        "epoch",
+    }
+)  # fmt: skip
+
+
+def _trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+class TrackingCallback(Callback):
+    """Mirrors every trial into its MLflow child run: params, epoch metrics, files, model."""
+
+    def __init__(
+        self,
+        tracker: StudyTracker,
+        searcher: OptunaSearcher,
+        *,
+        trainer_ref: str,
+        n_features: int,
+        n_classes: int,
+        seed: int,
+    ) -> None:
+        self._tracker = tracker
+        self._searcher = searcher
+        self._trainer_ref = trainer_ref
+        self._shape = {"n_features": n_features, "n_classes": n_classes}
+        self._seed = seed
+        self._runs: dict[str, str] = {}
+        self._checkpoints: dict[str, str] = {}
+        self._node_tagged: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # Tune pickles callbacks into its experiment state; nothing there to restore
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        number = int(trial.config[TRIAL_NUMBER_KEY])
+        self._runs[trial.trial_id] = self._tracker.start_trial(
+            number,
+            {**_trial_params(trial.config), "seed": self._seed + number},
+            tags={"ray_trial_id": trial.trial_id},
+        )
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        run_id = self._runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        if trial.trial_id not in self._node_tagged and result.get("node_ip"):
+            self._node_tagged.add(trial.trial_id)
+            tags = {"node_ip": str(result["node_ip"]), "hostname": str(result.get("hostname"))}
+            for key, value in tags.items():
+                self._tracker.client.set_tag(run_id, f"searchsvc.{key}", value)
+        metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS}
+        self._tracker.log_epoch(run_id, metrics, step=int(result.get("epoch", iteration)))
+
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
+        run_id = self._runs.get(trial.trial_id)
+        if run_id is None or checkpoint is None:
+            return
+        self._checkpoints[trial.trial_id] = checkpoint.path
+        files = Path(checkpoint.path) / CHECKPOINT_FILES
+        if files.is_dir():
+            self._tracker.log_files(run_id, files, "diagnostics")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._finish(trial, error=True)
+
+    def _finish(self, trial: Any, *, error: bool) -> None:
+        run_id = self._runs.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        outcome = self._searcher.outcomes.get(trial.trial_id) or TrialOutcome(
+            number=int(trial.config[TRIAL_NUMBER_KEY]),
+            state="FAIL" if error else "COMPLETE",
+            reason="error in the trainer" if error else "",
+        )
+        reason = outcome.reason
+        if error:
+            reason = f"error: {_error_text(trial)}"
+        checkpoint = self._checkpoints.pop(trial.trial_id, None)
+        best = Path(checkpoint) / CHECKPOINT_BEST if checkpoint else None
+        if outcome.state == "COMPLETE" and best is not None and best.exists():
+            info = {
+                "trainer": self._trainer_ref,
+                "params": _trial_params(trial.config),
+                "trial_number": outcome.number,
+                "best_epoch": outcome.best_epoch,
+                "seed": self._seed + outcome.number,
+                **self._shape,
+            }
+            self._tracker.log_model(run_id, best, info)
+        summary: dict[str, Any] = {"epochs": outcome.epochs, "best_epoch": outcome.best_epoch}
+        if outcome.values:
+            summary["value"] = outcome.values[0]
+        self._tracker.end_trial(run_id, outcome.state, reason, summary)
+        self._node_tagged.discard(trial.trial_id)
+
+
+def _error_text(trial: Any) -> str:
+    """The last line of the trial's traceback, which names the exception."""
+    path = getattr(trial, "error_file", None)
+    if path and Path(path).exists():
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()[:500]
+    return "unknown error (see the Ray logs)"
+
+
+class ProgressCallback(Callback):
+    """One live line: finished / pruned / failed / running, the best so far, elapsed and ETA."""
+
+    def __init__(
+        self, spec: StudySpec, searcher: OptunaSearcher, *, done_before: int, to_run: int,
+        console: Console, best_before: tuple[int, float] | None,
+    ) -> None:  # fmt: skip
+        self._spec = spec
+        self._searcher = searcher
+        self._done_before = done_before
+        self._to_run = to_run
+        self._console = console
+        self._best = best_before
+        self._started = time.monotonic()
+        self._counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        self._running = 0
+        self._live: Live | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def setup(self, **info: Any) -> None:
+        self._started = time.monotonic()
+        if self._console.is_terminal:
+            self._live = Live(self._line(), console=self._console, refresh_per_second=4)
+            self._live.start()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._running = sum(1 for t in trials if t.status == "RUNNING")
+        if self._live is not None:
+            self._live.update(self._line())
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._count(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._count(trial)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._live is not None:
+            self._live.update(self._line())
+            self._live.stop()
+
+    def _count(self, trial: Any) -> None:
+        outcome = self._searcher.outcomes.get(trial.trial_id)
+        state = outcome.state if outcome else "FAIL"
+        self._counts[state] += 1
+        if outcome and outcome.values:
+            value = outcome.values[0]
+            sign = 1 if self._spec.primary.mode == "max" else -1
+            if self._best is None or sign * value > sign * self._best[1]:
+                self._best = (outcome.number, value)
+        if self._live is None:  # not a terminal: a plain log line per trial instead
+            self._console.print(self._line())
+
+    def _line(self) -> Text:
+        finished = sum(self._counts.values())
+        elapsed = time.monotonic() - self._started
+        eta = "?"
+        if finished:
+            # Trials so far took elapsed/finished each at the current concurrency.
+            eta = _clock(elapsed / finished * max(self._to_run - finished, 0))
+        best = "-"
+        if self._best is not None:
+            best = f"{self._spec.primary.metric}={self._best[1]:.4g} (trial {self._best[0]})"
+        return Text.assemble(
+            (f"{self._spec.name} ", "bold"),
+            f"trials {self._done_before + finished}/{self._done_before + self._to_run}  ",
+            (f"complete {self._counts['COMPLETE']}  ", "green"),
+            (f"pruned {self._counts['PRUNED']}  ", "yellow"),
+            (f"failed {self._counts['FAIL']}  ", "red"),
+            f"running {self._running}  best {best}  ",
+            f"elapsed {_clock(elapsed)}  eta {eta}",
+        )
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,0 +1,197 @@
+"""The ``searchsvc`` command line: thin wrappers over the library, and the only place that
+prints or chooses exit codes (2: bad study file or usage, 1: any other searchsvc error)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from searchsvc.errors import SearchsvcError, StudySpecError
+from searchsvc.loader import Study, load_study
+
+app = typer.Typer(
+    name="searchsvc",
+    help="Hyperparameter search for deep networks: Optuna + Ray Tune + MLflow.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+StudyArg = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
+TrackingOpt = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: embedded).")
+]
+StorageOpt = Annotated[
+    str | None, typer.Option("--storage", help="Optuna storage URL (default: embedded SQLite).")
+]
+WorkdirOpt = Annotated[
+    Path | None, typer.Option("--workdir", help="The study's folder (default: runs/<name>).")
+]
+
+
+def _fail(exc: SearchsvcError) -> typer.Exit:
+    code = 2 if isinstance(exc, StudySpecError) else 1
+    for line in str(exc).splitlines():
+        err.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(path: Path) -> Study:
+    try:
+        return load_study(path)
+    except StudySpecError as exc:
+        raise _fail(exc) from None
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def validate(study: StudyArg) -> None:
+    """Check a study file and say what it would run; starts nothing."""
+    loaded = _load(study)
+    spec = loaded.spec
+    objectives = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
+    out.print(
+        f"[green]ok[/green] {study}: study {spec.name!r}, trainer {spec.trainer}, dataset "
+        f"{spec.dataset.name}, {len(spec.search_space)} params, {objectives}, sampler "
+        f"{spec.sampler.name}, scheduler {spec.scheduler.name}, {spec.budget.n_trials} trials x "
+        f"<= {spec.budget.max_epochs} epochs",
+        highlight=False,
+    )
+
+
+@app.command()
+def run(
+    study: StudyArg,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", min=1, help="Override budget.n_trials.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    storage: StorageOpt = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address, e.g. auto.")
+    ] = None,
+    workdir: WorkdirOpt = None,
+    no_ensemble: Annotated[bool, typer.Option("--no-ensemble", help="Skip the ensemble.")] = False,
+) -> None:
+    """Run the study (or resume it toward its budget)."""
+    loaded = _load(study)
+    from searchsvc.runner import run_study
+
+    try:
+        result = run_study(
+            loaded,
+            n_trials=n_trials,
+            tracking_uri=tracking_uri,
+            storage=storage,
+            address=address,
+            workdir=workdir,
+            console=err,
+            build_ensemble=not no_ensemble,
+        )
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    _print_summary(result, study)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_summary(result, study: Path) -> None:  # noqa: ANN001 - StudyResult, imported lazily
+    out.print(
+        f"\nstudy [bold]{result.name}[/bold]: {result.finished}/{result.budget} trials finished "
+        f"({result.complete} complete, {result.pruned} pruned, {result.failed} failed) "
+        f"in {result.elapsed_s:.0f} s",
+        highlight=False,
+    )
+    if result.top:
+        table = Table(title="top trials (validation)")
+        table.add_column("trial", justify="right")
+        table.add_column("value", justify="right")
+        table.add_column("epochs", justify="right")
+        table.add_column("params")
+        for row in result.top:
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
+            table.add_row(str(row["number"]), f"{row['value']:.4f}", str(row["epochs"]), params)
+        out.print(table)
+    if result.ensemble:
+        _print_ensemble(result.ensemble)
+    if result.interrupted:
+        out.print(
+            f"[yellow]interrupted[/yellow]: finished trials are kept. Resume with: "
+            f"searchsvc run {study}",
+            highlight=False,
+        )
+    out.print(f"MLflow: {result.paths.tracking_uri}  (parent run {result.parent_run_id})")
+    out.print(f"open the UI: {result.paths.ui_command}", highlight=False)
+
+
+def _print_ensemble(ensemble: dict) -> None:
+    table = Table(title="test split (reported, never used to choose)")
+    for column in ("model", "accuracy", "NLL", "ECE"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for label, key in (("best single trial", "best_single"), ("ensemble", "ensemble")):
+        scores = ensemble.get(key)
+        if scores:
+            table.add_row(
+                label,
+                f"{scores['accuracy']:.4f}",
+                f"{scores['nll']:.4f}",
+                f"{scores['ece']:.4f}",
+            )
+    out.print(table)
+    if ensemble.get("model_uri"):
+        out.print(f"ensemble model: {ensemble['model_uri']}", highlight=False)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def status(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
+    loaded = _load(study)
+    from searchsvc.paths import resolve_paths
+    from searchsvc.storage import count_trials, open_study, top_trials
+
+    spec = loaded.spec
+    paths = resolve_paths(spec, storage=storage, workdir=workdir)
+    try:
+        optuna_study = open_study(spec, paths.storage_url, create=False)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    counts = count_trials(optuna_study)
+    out.print(
+        f"study {spec.name}: {counts.finished}/{spec.budget.n_trials} finished  "
+        f"complete {counts.complete}  pruned {counts.pruned} (diverged {counts.diverged})  "
+        f"failed {counts.failed}  running {counts.running}  interrupted {counts.interrupted}",
+        highlight=False,
+    )
+    best = top_trials(optuna_study, spec, 1)
+    if best:
+        trial = best[0]
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        out.print(
+            f"best: trial {trial.number} {spec.primary.metric}={trial.values[0]:.4f}  {params}",
+            highlight=False,
+        )
+    out.print(f"storage: {paths.storage_url}", highlight=False)

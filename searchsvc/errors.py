@@ -1,0 +1,38 @@
+"""The exceptions of searchsvc. The CLI maps them to exit codes; library code never exits."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DataError",
+    "SearchsvcError",
+    "StudySpecError",
+    "TrackingError",
+    "EnsembleError",
+]
+
+
+class SearchsvcError(Exception):
+    """Root of every error searchsvc raises on purpose (exit code 1 in the CLI)."""
+
+
+class StudySpecError(SearchsvcError, ValueError):
+    """A study file is missing, unreadable or invalid (exit code 2).
+
+    ``problems`` holds one line per problem, each naming the file and the key path.
+    """
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(SearchsvcError, ValueError):
+    """A data set is missing, corrupt or malformed; the message names the file and the problem."""
+
+
+class TrackingError(SearchsvcError):
+    """MLflow or Optuna storage cannot be reached or holds something unexpected."""
+
+
+class EnsembleError(SearchsvcError, ValueError):
+    """An ensemble cannot be built or used as asked (no completed trials, bad input ...)."""

@@ -1,0 +1,199 @@
+"""Read a study file into a validated ``StudySpec``, with one clear line per problem.
+
+Nothing here starts Ray or touches MLflow: ``searchsvc validate`` and every other command
+call ``load_study`` first, so a bad file stops before anything is created.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from searchsvc.errors import StudySpecError
+from searchsvc.spec import StudySpec
+
+__all__ = ["Study", "load_study", "check_runtime_names"]
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file: the spec, where it came from and its exact text."""
+
+    spec: StudySpec
+    path: Path
+    text: str
+
+
+def load_study(path: str | Path, *, check_names: bool = True) -> Study:
+    """Read and validate a study file.
+
+    Args:
+        path: the YAML file.
+        check_names: also resolve the trainer and dataset names and check that the trainer
+            reports the objective metric (imports the trainer; off only for schema-only tests).
+
+    Raises:
+        StudySpecError: one line per problem, each naming the file and the key path.
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.exists():
+        raise StudySpecError(f"{where}: no such study file")
+    if path.is_dir():
+        raise StudySpecError(f"{where}: is a folder, not a study file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StudySpecError(f"{where}: cannot read: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudySpecError(f"{where}: broken YAML{at}: {problem}") from None
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else f"a {type(raw).__name__}"
+        raise StudySpecError(f"{where}: a study file must be a mapping of keys, but it is {kind}")
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise StudySpecError([f"{where}: {line}" for line in _error_lines(exc)]) from None
+    if check_names:
+        problems = check_runtime_names(spec)
+        if problems:
+            raise StudySpecError([f"{where}: {line}" for line in problems])
+    return Study(spec=spec, path=path, text=text)
+
+
+def check_runtime_names(spec: StudySpec) -> list[str]:
+    """Problems with names only known at run time: trainer, dataset, objective metrics."""
+    from searchsvc.registry import TrainerNotFound, resolve_trainer
+    from trainers.datasets import DATASET_NAMES
+
+    problems: list[str] = []
+    if spec.dataset.name not in DATASET_NAMES:
+        problems.append(
+            f"dataset -> name: unknown dataset {spec.dataset.name!r}"
+            f"{_did_you_mean(spec.dataset.name, DATASET_NAMES)}; "
+            f"expected one of: {', '.join(DATASET_NAMES)}"
+        )
+    try:
+        trainer = resolve_trainer(spec.trainer)
+    except TrainerNotFound as exc:
+        problems.append(f"trainer: {exc}")
+        return problems
+    reported = trainer.reported_metrics
+    for index, objective in enumerate(spec.objectives):
+        if objective.metric not in reported:
+            key = "objective -> metric" if len(spec.objectives) == 1 else f"objective -> {index}"
+            shown = ", ".join(sorted(m for m in reported if not m[-1].isdigit()))
+            problems.append(
+                f"{key}: trainer {spec.trainer!r} never reports {objective.metric!r}"
+                f"{_did_you_mean(objective.metric, sorted(reported))}; it reports: {shown}"
+            )
+    return problems
+
+
+# --------------------------------------------------------------------------- error lines
+
+
+def _error_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        path = _display_path(loc)
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            valid = _fields_at(loc[:-1])
+            message = f"unknown key {key!r}{_did_you_mean(key, valid)}"
+            if valid:
+                message += f"; valid keys: {', '.join(sorted(valid))}"
+        elif error["type"] == "union_tag_invalid":
+            ctx = error.get("ctx", {})
+            tag = str(ctx.get("tag", ""))
+            expected = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+            field = ctx.get("discriminator", "").strip("'")
+            message = (
+                f"unknown {field} {tag!r}{_did_you_mean(tag, expected)}; "
+                f"expected one of: {', '.join(expected)}"
+            )
+            path = _display_path(loc)
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{path}: {message}" if path else message)
+    return lines
+
+
+def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _display_path(loc: tuple[Any, ...]) -> str:
+    """The key path a user wrote: drop pydantic's union tags and type names."""
+    shown = []
+    node: Any = StudySpec
+    for part in loc:
+        node, is_key = _step(node, part)
+        if is_key:
+            shown.append(str(part))
+    return " -> ".join(shown)
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    node: Any = StudySpec
+    for part in loc:
+        node, _ = _step(node, part)
+    node = _unwrap(node)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _step(node: Any, part: Any) -> tuple[Any, bool]:
+    """Walk one element of a pydantic error location; say whether it is a user-written key."""
+    node = _unwrap(node)
+    origin = typing.get_origin(node)
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(node):
+            member = _unwrap(member)
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                tag = _tag_of(member)
+                if part in (tag, member.__name__):
+                    return member, False
+            elif str(part).startswith(str(typing.get_origin(member) or member).split(".")[-1]):
+                return member, False
+            elif typing.get_origin(member) is list and str(part).startswith("list["):
+                return member, False
+        return node, False
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        field = node.model_fields.get(str(part))
+        return (field.annotation if field else None), True
+    if origin is dict:
+        return typing.get_args(node)[1], True
+    if origin is list:
+        return typing.get_args(node)[0], True
+    return None, True
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    for key in ("type", "name"):
+        field = model.model_fields.get(key)
+        if field is not None and typing.get_origin(field.annotation) is typing.Literal:
+            return typing.get_args(field.annotation)[0]
+    return None

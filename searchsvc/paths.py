@@ -1,0 +1,75 @@
+"""Where a study keeps its things: working folder, MLflow tracking URI, Optuna storage URL.
+
+Defaults are embedded stores in the study's working folder (``./runs/<study name>/`` from the
+current directory): ``mlflow.db`` + ``mlartifacts/`` for MLflow, ``optuna.db`` for Optuna,
+``ray/`` for Ray's trial storage. Command-line options beat the study file, which beats the
+environment (``MLFLOW_TRACKING_URI``, ``SEARCHSVC_STORAGE``, ``SEARCHSVC_WORKDIR``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from searchsvc.spec import StudySpec
+
+__all__ = ["StudyPaths", "resolve_paths"]
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    workdir: Path
+    tracking_uri: str
+    storage_url: str
+    ray_storage: Path
+    artifact_location: str | None  # None: the tracking server decides
+
+    @property
+    def ui_command(self) -> str:
+        """The command that opens these results in the MLflow UI."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return f"open {self.tracking_uri}"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri}"
+
+
+def resolve_paths(
+    spec: StudySpec,
+    *,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    workdir: str | Path | None = None,
+) -> StudyPaths:
+    """The study's locations, all absolute (Ray trials run in their own working folders)."""
+    base = workdir or spec.workdir or os.environ.get("SEARCHSVC_WORKDIR")
+    folder = Path(base) if base else Path("runs") / spec.name
+    folder = folder.expanduser().resolve()
+    tracking = (
+        tracking_uri
+        or spec.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{folder / 'mlflow.db'}"
+    )
+    storage_url = (
+        storage
+        or spec.storage
+        or os.environ.get("SEARCHSVC_STORAGE")
+        or f"sqlite:///{folder / 'optuna.db'}"
+    )
+    remote = tracking.startswith(("http://", "https://", "databricks"))
+    artifacts = None if remote else (folder / "mlartifacts").as_uri()
+    return StudyPaths(
+        workdir=folder,
+        tracking_uri=_absolute_sqlite(tracking),
+        storage_url=_absolute_sqlite(storage_url),
+        ray_storage=folder / "ray",
+        artifact_location=artifacts,
+    )
+
+
+def _absolute_sqlite(url: str) -> str:
+    """``sqlite:///rel.db`` resolved against the current folder, never a trial's."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(Path(url[len(prefix) :]).resolve())
+    return url

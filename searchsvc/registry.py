@@ -1,0 +1,52 @@
+"""Find a trainer by name: a built-in (``mlp``, ``noop``) or a user's ``module:object``."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from searchsvc.errors import SearchsvcError
+from searchsvc.trainer import Trainer
+
+__all__ = ["BUILTIN_TRAINERS", "TrainerNotFound", "resolve_trainer"]
+
+BUILTIN_TRAINERS: dict[str, str] = {
+    "mlp": "trainers.mlp:trainer",
+    "noop": "trainers.noop:trainer",
+}
+
+
+class TrainerNotFound(SearchsvcError, LookupError):
+    """The study names a trainer that does not exist or does not have the trainer interface."""
+
+
+def resolve_trainer(ref: str) -> Trainer:
+    """The trainer object for a built-in name or a ``module:object`` reference."""
+    if ":" not in ref:
+        if ref not in BUILTIN_TRAINERS:
+            close = difflib.get_close_matches(ref, list(BUILTIN_TRAINERS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TrainerNotFound(
+                f"unknown trainer {ref!r}{hint}; expected one of: {', '.join(BUILTIN_TRAINERS)}, "
+                "or 'module:object' for your own"
+            )
+        ref = BUILTIN_TRAINERS[ref]
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TrainerNotFound(f"cannot import trainer module {module_name!r}: {exc}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise TrainerNotFound(f"module {module_name!r} has no object {attr!r}") from None
+    if isinstance(obj, type):
+        obj = obj()
+    missing = [
+        m for m in ("fit", "build_network", "reported_metrics", "name") if not hasattr(obj, m)
+    ]
+    if missing:
+        raise TrainerNotFound(
+            f"{ref!r} is not a trainer: it lacks {', '.join(missing)} (see searchsvc.trainer)"
+        )
+    return obj  # type: ignore[return-value]

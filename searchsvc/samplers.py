@@ -1,0 +1,60 @@
+"""Build the seeded Optuna sampler a study names."""
+
+from __future__ import annotations
+
+import optuna
+
+from searchsvc.space import grid_search_space
+from searchsvc.spec import (
+    CmaEsSamplerSpec,
+    GPSamplerSpec,
+    GridSamplerSpec,
+    NSGA2SamplerSpec,
+    QMCSamplerSpec,
+    RandomSamplerSpec,
+    StudySpec,
+    TPESamplerSpec,
+)
+
+__all__ = ["build_sampler"]
+
+
+def build_sampler(spec: StudySpec, *, seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler of ``spec.sampler``, seeded with ``seed``.
+
+    The caller varies ``seed`` when it resumes a stored study, so that a resumed seeded sampler
+    does not replay the same start-up points (optuna#3255).
+    """
+    options = spec.sampler
+    match options:
+        case TPESamplerSpec():
+            multi = len(spec.objectives) > 1
+            return optuna.samplers.TPESampler(
+                n_startup_trials=options.n_startup_trials,
+                multivariate=options.multivariate,
+                # group needs multivariate; it keeps conditional params in their own groups.
+                group=options.group and options.multivariate and not multi,
+                constant_liar=options.constant_liar,
+                seed=seed,
+            )
+        case RandomSamplerSpec():
+            return optuna.samplers.RandomSampler(seed=seed)
+        case GPSamplerSpec():
+            return optuna.samplers.GPSampler(n_startup_trials=options.n_startup_trials, seed=seed)
+        case QMCSamplerSpec():
+            return optuna.samplers.QMCSampler(
+                qmc_type=options.qmc_type, scramble=options.scramble, seed=seed
+            )
+        case CmaEsSamplerSpec():
+            return optuna.samplers.CmaEsSampler(
+                n_startup_trials=options.n_startup_trials,
+                restart_strategy=options.restart_strategy,
+                seed=seed,
+            )
+        case GridSamplerSpec():
+            return optuna.samplers.GridSampler(grid_search_space(spec.search_space), seed=seed)
+        case NSGA2SamplerSpec():
+            return optuna.samplers.NSGAIISampler(
+                population_size=options.population_size, seed=seed
+            )
+    raise AssertionError(f"unhandled sampler {options!r}")  # the schema admits no other

@@ -1,0 +1,107 @@
+"""Build the Ray Tune scheduler (early stopping on the validation metric) a study names.
+
+Every scheduler counts epochs (``training_iteration``: the trainable reports once per epoch)
+and records which trials it stopped, so the searcher can tell Optuna PRUNED, not COMPLETE.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.schedulers import (
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    TrialScheduler,
+)
+
+from searchsvc.spec import (
+    AshaSchedulerSpec,
+    HyperbandSchedulerSpec,
+    MedianSchedulerSpec,
+    NoSchedulerSpec,
+    StudySpec,
+)
+
+__all__ = ["build_scheduler", "stopped_trial_ids"]
+
+_TIME_ATTR = "training_iteration"
+
+
+class _StopRecorder:
+    """Mixin: remember the trials this scheduler stopped before they finished."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+        # A result with done=True is the trainable's own end; a STOP on it is no pruning.
+        if decision == TrialScheduler.STOP and not result.get("done"):
+            self.stopped_trial_ids.add(trial.trial_id)
+        return decision
+
+    @property
+    def stopped_trial_ids(self) -> set[str]:
+        if "_stopped_trial_ids" not in self.__dict__:
+            self.__dict__["_stopped_trial_ids"] = set()
+        return self.__dict__["_stopped_trial_ids"]
+
+
+class _ASHA(_StopRecorder, AsyncHyperBandScheduler):
+    pass
+
+
+class _MEDIAN(_StopRecorder, MedianStoppingRule):
+    pass
+
+
+class _HYPERBAND(_StopRecorder, HyperBandScheduler):
+    pass
+
+
+class _FIFO(_StopRecorder, FIFOScheduler):
+    pass
+
+
+def build_scheduler(spec: StudySpec) -> TrialScheduler:
+    """The scheduler of ``spec.scheduler`` on the primary objective, in epochs."""
+    options = spec.scheduler
+    metric, mode = spec.primary.metric, spec.primary.mode
+    max_t = spec.budget.max_epochs
+    match options:
+        case AshaSchedulerSpec():
+            return _ASHA(
+                time_attr=_TIME_ATTR,
+                metric=metric,
+                mode=mode,
+                max_t=max_t,
+                grace_period=min(options.grace_period, max_t),
+                reduction_factor=options.reduction_factor,
+                brackets=options.brackets,
+                # Trials that reach max_t finish on their own; stopping them would skip their end.
+                stop_last_trials=False,
+            )
+        case MedianSchedulerSpec():
+            return _MEDIAN(
+                time_attr=_TIME_ATTR,
+                metric=metric,
+                mode=mode,
+                grace_period=options.grace_period,
+                min_samples_required=options.min_samples_required,
+            )
+        case HyperbandSchedulerSpec():
+            return _HYPERBAND(
+                time_attr=_TIME_ATTR,
+                metric=metric,
+                mode=mode,
+                max_t=max_t,
+                reduction_factor=options.reduction_factor,
+                stop_last_trials=False,
+            )
+        case NoSchedulerSpec():
+            return _FIFO()
+    raise AssertionError(f"unhandled scheduler {options!r}")
+
+
+def stopped_trial_ids(scheduler: TrialScheduler) -> set[str]:
+    """The Ray trial ids the scheduler stopped early (empty for a plain scheduler)."""
+    return getattr(scheduler, "stopped_trial_ids", set())

@@ -1,0 +1,155 @@
+"""A Ray Tune searcher around a persistent Optuna study (ask/tell).
+
+Why not Ray's ``OptunaSearch``: it records a trial stopped by the scheduler as COMPLETE with
+its last value, and never reports per-epoch values, so TPE learns from truncated curves as if
+they were finished. Here every epoch's value is reported to the Optuna trial, trials stopped
+early by the scheduler (or by divergence) are told PRUNED, errors FAIL, and a completed trial's
+value is the one of the epoch whose weights are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from ray.tune.search import Searcher
+
+from searchsvc.space import suggest_params
+from searchsvc.spec import StudySpec
+
+__all__ = ["OptunaSearcher", "TrialOutcome", "TRIAL_NUMBER_KEY"]
+
+logger = logging.getLogger(__name__)
+
+TRIAL_NUMBER_KEY = "_trial_number"
+"""Config key carrying the Optuna trial number to the trainable and the callbacks."""
+
+
+@dataclass
+class TrialOutcome:
+    """How a trial ended, as told to Optuna and shown everywhere else."""
+
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL
+    values: list[float] | None = None
+    reason: str = ""
+    best_epoch: int = 0
+    epochs: int = 0
+
+
+@dataclass
+class _Live:
+    trial: optuna.Trial
+    params: dict[str, Any]
+    history: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> objectives
+
+
+class OptunaSearcher(Searcher):
+    """Suggests params from an Optuna study and tells it how each trial ended.
+
+    Args:
+        spec: the study spec (space, objectives).
+        study: the Optuna study, already created in its storage.
+        stopped_by_scheduler: the set the scheduler fills with the trial ids it stopped early.
+    """
+
+    def __init__(
+        self, spec: StudySpec, study: optuna.Study, stopped_by_scheduler: set[str]
+    ) -> None:
+        objectives = spec.objectives
+        super().__init__(
+            metric=objectives[0].metric
+            if len(objectives) == 1
+            else [o.metric for o in objectives],
+            mode=objectives[0].mode if len(objectives) == 1 else [o.mode for o in objectives],
+        )
+        self._spec = spec
+        self._study = study
+        self._stopped = stopped_by_scheduler
+        self._live: dict[str, _Live] = {}
+        self.outcomes: dict[str, TrialOutcome] = {}
+
+    # Tune pickles its search algorithm into the experiment folder; the study lives in Optuna
+    # storage, so the pickle only needs to survive, not to restore anything (no save/restore).
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_spec": self._spec}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self._study.ask()
+        params = suggest_params(trial, self._spec.search_space)
+        self._live[trial_id] = _Live(trial=trial, params=params)
+        return {**params, TRIAL_NUMBER_KEY: trial.number}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        live = self._live.get(trial_id)
+        if live is None:
+            return
+        epoch = int(result.get("epoch", result.get("training_iteration", 0)))
+        if epoch in live.history:  # Tune repeats the last result when the trial ends
+            return
+        live.history[epoch] = {
+            o.metric: float(result[o.metric]) for o in self._spec.objectives if o.metric in result
+        }
+        value = live.history[epoch].get(self._spec.primary.metric)
+        # Intermediate values exist only for single-objective studies in Optuna.
+        if len(self._spec.objectives) == 1 and value is not None and math.isfinite(value):
+            live.trial.report(value, step=epoch)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        if result:
+            # Tune skips on_trial_result for the result that made the scheduler stop the trial.
+            self.on_trial_result(trial_id, result)
+        live = self._live.pop(trial_id, None)
+        if live is None:
+            return
+        outcome = self._classify(trial_id, live, result, error)
+        self.outcomes[trial_id] = outcome
+        state = getattr(optuna.trial.TrialState, outcome.state)
+        live.trial.set_user_attr("reason", outcome.reason)
+        live.trial.set_user_attr("epochs", outcome.epochs)
+        live.trial.set_user_attr("best_epoch", outcome.best_epoch)
+        if outcome.reason.startswith("diverged"):
+            live.trial.set_user_attr("diverged", True)
+        try:
+            if state == optuna.trial.TrialState.COMPLETE:
+                self._study.tell(live.trial, outcome.values)
+            else:
+                self._study.tell(live.trial, state=state)
+        except Exception:  # never let bookkeeping kill the study; the trial stays visible
+            logger.exception("could not tell Optuna the outcome of trial %d", outcome.number)
+
+    def _classify(
+        self, trial_id: str, live: _Live, result: dict[str, Any] | None, error: bool
+    ) -> TrialOutcome:
+        number = live.trial.number
+        epochs = max(live.history, default=0)
+        best_epoch = int((result or {}).get("best_epoch", 0)) or epochs
+        if error:
+            return TrialOutcome(number, "FAIL", reason="error in the trainer", epochs=epochs)
+        if not result or epochs == 0:
+            return TrialOutcome(number, "FAIL", reason="ended without reporting", epochs=epochs)
+        if result.get("diverged"):
+            return TrialOutcome(
+                number, "PRUNED", reason=f"diverged at epoch {epochs}", epochs=epochs
+            )
+        # A stop at the last epoch cuts nothing short: the trial ran its whole budget.
+        if trial_id in self._stopped and epochs < self._spec.budget.max_epochs:
+            name = self._spec.scheduler.name
+            return TrialOutcome(
+                number, "PRUNED", reason=f"stopped by {name} at epoch {epochs}", epochs=epochs
+            )
+        # The value of the epoch whose weights are kept (the trainer's best epoch).
+        row = live.history.get(best_epoch) or live.history[epochs]
+        values = [row.get(o.metric, math.nan) for o in self._spec.objectives]
+        if not all(math.isfinite(v) for v in values):
+            names = [o.metric for o in self._spec.objectives]
+            return TrialOutcome(
+                number, "FAIL", reason=f"objective {names} not finite: {values}", epochs=epochs
+            )
+        reason = "completed" if epochs >= self._spec.budget.max_epochs else "early stopping"
+        return TrialOutcome(number, "COMPLETE", values, reason, best_epoch, epochs)

@@ -1,0 +1,65 @@
+"""Translate the study's search space into Optuna suggestions (define-by-run).
+
+Conditional params are suggested only when their condition holds on the params drawn so far,
+so the Optuna trial records exactly the params the network was built with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from searchsvc.spec import CategoricalParam, FixedParam, FloatParam, IntParam, ParamSpec
+
+__all__ = ["suggest_params", "grid_search_space", "to_distribution"]
+
+
+def suggest_params(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
+    """Ask ``trial`` for every active param of ``space``, in file order.
+
+    Fixed params are included in the returned dict but are not Optuna params.
+    """
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if spec.when is not None and not spec.when.holds(params):
+            continue
+        match spec:
+            case FixedParam():
+                params[name] = spec.value
+            case FloatParam():
+                params[name] = trial.suggest_float(
+                    name, spec.low, spec.high, log=spec.log, step=spec.step
+                )
+            case IntParam():
+                params[name] = trial.suggest_int(
+                    name, spec.low, spec.high, step=spec.step, log=spec.log
+                )
+            case CategoricalParam():
+                params[name] = trial.suggest_categorical(name, spec.choices)
+    return params
+
+
+def to_distribution(spec: ParamSpec) -> optuna.distributions.BaseDistribution | None:
+    """The Optuna distribution of one param (None for a fixed one)."""
+    match spec:
+        case FloatParam():
+            return optuna.distributions.FloatDistribution(
+                spec.low, spec.high, log=spec.log, step=spec.step
+            )
+        case IntParam():
+            return optuna.distributions.IntDistribution(
+                spec.low, spec.high, log=spec.log, step=spec.step
+            )
+        case CategoricalParam():
+            return optuna.distributions.CategoricalDistribution(spec.choices)
+    return None
+
+
+def grid_search_space(space: dict[str, ParamSpec]) -> dict[str, list[Any]]:
+    """The grid of a grid study: each categorical param's choices (the schema allows no others)."""
+    return {
+        name: list(spec.choices)
+        for name, spec in space.items()
+        if isinstance(spec, CategoricalParam)
+    }

@@ -1,0 +1,418 @@
+"""The study file's schema: a validated, frozen description of one search.
+
+Every model forbids unknown keys, so a misspelt option is an error, never silently dropped.
+The loader (``searchsvc.loader``) turns validation errors into one line per problem.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "BudgetSpec",
+    "CategoricalParam",
+    "Condition",
+    "DatasetSpec",
+    "EnsembleSpec",
+    "FixedParam",
+    "FloatParam",
+    "IntParam",
+    "ObjectiveSpec",
+    "ParamSpec",
+    "ResourcesSpec",
+    "SamplerSpec",
+    "SchedulerSpec",
+    "StudySpec",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- conditions
+
+_CONDITION = re.compile(r"^\s*([A-Za-z_]\w*)\s*(==|!=|>=|<=|>|<|\bin\b|\bnot in\b)\s*(.+?)\s*$")
+
+
+class Condition(_Strict):
+    """``when: "n_layers >= 2"``: the parameter exists only when this holds."""
+
+    param: str
+    op: Literal["==", "!=", ">=", "<=", ">", "<", "in", "not in"]
+    value: Any
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        match = _CONDITION.match(text)
+        if not match:
+            raise ValueError(
+                f"condition {text!r} is not of the form '<param> <op> <value>' "
+                "with op one of == != >= <= > < in, e.g. 'n_layers >= 2'"
+            )
+        name, op, raw = match.groups()
+        value = yaml.safe_load(raw)
+        if op in ("in", "not in") and not isinstance(value, list):
+            raise ValueError(f"condition {text!r}: 'in' needs a list, e.g. [adam, adamw]")
+        return cls(param=name, op=op, value=value)
+
+    def holds(self, params: dict[str, Any]) -> bool:
+        """True when the parent param is present and satisfies the condition."""
+        if self.param not in params:
+            return False
+        actual = params[self.param]
+        match self.op:
+            case "==":
+                return actual == self.value
+            case "!=":
+                return actual != self.value
+            case ">=":
+                return actual >= self.value
+            case "<=":
+                return actual <= self.value
+            case ">":
+                return actual > self.value
+            case "<":
+                return actual < self.value
+            case "in":
+                return actual in self.value
+            case _:
+                return actual not in self.value
+
+    def __str__(self) -> str:
+        return f"{self.param} {self.op} {self.value!r}"
+
+
+class _ParamBase(_Strict):
+    when: Condition | None = Field(
+        default=None,
+        description="The param exists only when this condition on an earlier one holds.",
+    )
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _parse_when(cls, value: Any) -> Any:
+        return Condition.parse(value) if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------- search space
+
+
+class FloatParam(_ParamBase):
+    """A real number in [low, high]; ``log: true`` samples log-uniformly."""
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _check_range(self) -> FloatParam:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low and high must be finite, got low={self.low}, high={self.high}")
+        if self.low >= self.high:
+            raise ValueError(f"low < high must hold, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("log: true and step cannot be combined")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        return self
+
+
+class IntParam(_ParamBase):
+    """An integer in [low, high] (both included), optionally on a step or a log scale."""
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _check_range(self) -> IntParam:
+        if self.low >= self.high:
+            raise ValueError(f"low < high must hold, got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got low={self.low}")
+        if self.log and self.step != 1:
+            raise ValueError("log: true and step cannot be combined")
+        if self.step <= 0:
+            raise ValueError(f"step must be > 0, got {self.step}")
+        return self
+
+
+class CategoricalParam(_ParamBase):
+    """One of a list of choices (strings, numbers, booleans or null)."""
+
+    type: Literal["categorical"]
+    choices: list[str | int | float | bool | None]
+
+    @model_validator(mode="after")
+    def _check_choices(self) -> CategoricalParam:
+        if not self.choices:
+            raise ValueError("choices must not be empty")
+        if len({repr(c) for c in self.choices}) != len(self.choices):
+            raise ValueError(f"choices must be distinct, got {self.choices}")
+        return self
+
+
+class FixedParam(_ParamBase):
+    """A constant passed to every trial (a plain scalar in the YAML means the same)."""
+
+    type: Literal["fixed"]
+    value: str | int | float | bool | None
+
+
+ParamSpec = Annotated[
+    FloatParam | IntParam | CategoricalParam | FixedParam, Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------- samplers
+
+
+class TPESamplerSpec(_Strict):
+    """Tree-structured Parzen estimator (multivariate, grouped for conditional spaces)."""
+
+    name: Literal["tpe"]
+    n_startup_trials: int = Field(10, ge=0)
+    multivariate: bool = True
+    group: bool = True
+    constant_liar: bool = True
+
+
+class RandomSamplerSpec(_Strict):
+    name: Literal["random"]
+
+
+class GPSamplerSpec(_Strict):
+    name: Literal["gp"]
+    n_startup_trials: int = Field(10, ge=0)
+
+
+class QMCSamplerSpec(_Strict):
+    name: Literal["qmc"]
+    qmc_type: Literal["sobol", "halton"] = "sobol"
+    scramble: bool = True
+
+
+class CmaEsSamplerSpec(_Strict):
+    name: Literal["cmaes"]
+    n_startup_trials: int = Field(1, ge=0)
+    restart_strategy: Literal["ipop", "bipop"] | None = None
+
+
+class GridSamplerSpec(_Strict):
+    """Every combination of the (categorical or fixed) params, once each."""
+
+    name: Literal["grid"]
+
+
+class NSGA2SamplerSpec(_Strict):
+    """NSGA-II for multi-objective studies."""
+
+    name: Literal["nsga2"]
+    population_size: int = Field(20, ge=2)
+
+
+SamplerSpec = Annotated[
+    TPESamplerSpec
+    | RandomSamplerSpec
+    | GPSamplerSpec
+    | QMCSamplerSpec
+    | CmaEsSamplerSpec
+    | GridSamplerSpec
+    | NSGA2SamplerSpec,
+    Field(discriminator="name"),
+]
+
+
+# --------------------------------------------------------------------------- schedulers
+
+
+class AshaSchedulerSpec(_Strict):
+    """Asynchronous successive halving on the validation metric, one rung per epochs."""
+
+    name: Literal["asha"]
+    grace_period: int = Field(1, ge=1, description="epochs every trial gets before it can stop")
+    reduction_factor: float = Field(3, gt=1)
+    brackets: int = Field(1, ge=1)
+
+
+class MedianSchedulerSpec(_Strict):
+    """Stop a trial whose best value is worse than the median of the others' running means."""
+
+    name: Literal["median"]
+    grace_period: int = Field(1, ge=1, description="epochs before a trial can stop")
+    min_samples_required: int = Field(3, ge=1)
+
+
+class HyperbandSchedulerSpec(_Strict):
+    """Synchronous HyperBand: pauses trials at rung boundaries and resumes the best."""
+
+    name: Literal["hyperband"]
+    reduction_factor: float = Field(3, gt=1)
+
+
+class NoSchedulerSpec(_Strict):
+    """No early stopping across trials: every trial runs to max_epochs (or its own patience)."""
+
+    name: Literal["none"]
+
+
+SchedulerSpec = Annotated[
+    AshaSchedulerSpec | MedianSchedulerSpec | HyperbandSchedulerSpec | NoSchedulerSpec,
+    Field(discriminator="name"),
+]
+
+
+# --------------------------------------------------------------------------- other sections
+
+
+class ObjectiveSpec(_Strict):
+    """The metric a trial is judged by (on the validation split) and its direction."""
+
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class DatasetSpec(_Strict):
+    """Which data, and how the validation split is carved (the test split only reports)."""
+
+    name: str
+    path: str | None = Field(None, description="the .npz file for name: npz")
+    data_dir: str | None = Field(None, description="where the IDX files are (else env / cache)")
+    val_size: int | float | None = Field(None, description="count, or fraction of training data")
+    train_subset: int | None = Field(
+        None, ge=1, description="keep only this many training samples"
+    )
+
+    @model_validator(mode="after")
+    def _check_npz(self) -> DatasetSpec:
+        if self.name == "npz" and not self.path:
+            raise ValueError("dataset npz needs path: <file.npz>")
+        if self.name != "npz" and self.path:
+            raise ValueError(f"path is only for dataset npz, not {self.name!r}")
+        if isinstance(self.val_size, float) and not 0 < self.val_size < 1:
+            raise ValueError(f"val_size as a fraction must be in (0, 1), got {self.val_size}")
+        return self
+
+
+class BudgetSpec(_Strict):
+    n_trials: int = Field(ge=1, description="finished trials the study aims for, across runs")
+    max_epochs: int = Field(ge=1)
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this")
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_failures: int = Field(1, ge=0, description="retries of a trial whose worker died")
+
+
+class ResourcesSpec(_Strict):
+    cpus: float = Field(1, gt=0)
+    gpus: float = Field(0, ge=0)
+
+
+class EnsembleSpec(_Strict):
+    enabled: bool = True
+    method: Literal["greedy", "top_k"] = "greedy"
+    size: int = Field(10, ge=1, description="greedy: picks with replacement; top_k: k")
+    candidates: int = Field(10, ge=1, description="how many of the best trials are candidates")
+
+
+class StudySpec(_Strict):
+    """One study file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    trainer: str
+    dataset: DatasetSpec
+    objective: ObjectiveSpec | list[ObjectiveSpec]
+    search_space: dict[str, ParamSpec]
+    sampler: SamplerSpec = Field(default_factory=lambda: TPESamplerSpec(name="tpe"))
+    scheduler: SchedulerSpec = Field(default_factory=lambda: AshaSchedulerSpec(name="asha"))
+    budget: BudgetSpec
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    seed: int = 0
+    tracking_uri: str | None = None
+    storage: str | None = None
+    workdir: str | None = None
+    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _scalars_are_fixed(cls, value: Any) -> Any:
+        # A bare scalar (``batch_size: 128``) is a constant: the common case in comparison studies.
+        if isinstance(value, dict):
+            return {
+                key: spec if isinstance(spec, dict) else {"type": "fixed", "value": spec}
+                for key, spec in value.items()
+            }
+        return value
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("sampler", "scheduler", mode="before")
+    @classmethod
+    def _name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_space(self) -> StudySpec:
+        if not self.search_space:
+            raise ValueError("search_space must name at least one param")
+        seen: dict[str, Any] = {}
+        for key, param in self.search_space.items():
+            if param.when is not None:
+                parent = param.when.param
+                if parent not in seen:
+                    raise ValueError(
+                        f"search_space -> {key}: condition '{param.when}' refers to {parent!r}, "
+                        "which must be a param defined above it"
+                    )
+            seen[key] = param
+        names = [o.metric for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective metrics must be distinct, got {names}")
+        if self.sampler.name == "nsga2" and len(self.objectives) < 2:
+            raise ValueError(
+                "sampler nsga2 is multi-objective: give objective a list of two or more"
+            )
+        if self.sampler.name == "grid":
+            for key, param in self.search_space.items():
+                if not isinstance(param, CategoricalParam | FixedParam):
+                    raise ValueError(
+                        f"search_space -> {key}: sampler grid needs categorical or fixed params, "
+                        f"got type {param.type}"
+                    )
+                if param.when is not None:
+                    raise ValueError(
+                        f"search_space -> {key}: sampler grid does not support conditions"
+                    )
+        return self
+
+    @property
+    def objectives(self) -> list[ObjectiveSpec]:
+        """All objectives; the first is the primary (early stopping, best trial, ensemble)."""
+        return list(self.objective) if isinstance(self.objective, list) else [self.objective]
+
+    @property
+    def primary(self) -> ObjectiveSpec:
+        return self.objectives[0]
+
+    def grid_size(self) -> int:
+        """The number of combinations a grid sampler enumerates."""
+        size = 1
+        for param in self.search_space.values():
+            if isinstance(param, CategoricalParam):
+                size *= len(param.choices)
+        return size

@@ -1,0 +1,120 @@
+"""The persistent Optuna study: open or create it, recover after a crash, count its trials."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from searchsvc.errors import TrackingError
+from searchsvc.spec import StudySpec
+
+__all__ = ["StudyCounts", "count_trials", "open_study", "recover_interrupted", "top_trials"]
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted"
+
+
+def open_study(
+    spec: StudySpec, storage_url: str, *, sampler: Any = None, create: bool = True
+) -> optuna.Study:
+    """The study named ``spec.name`` in ``storage_url`` (created on first use)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(
+            storage_url, engine_kwargs=_engine_kwargs(storage_url)
+        )
+        if not create:
+            return optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
+        directions = ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.name,
+            sampler=sampler,
+            directions=directions,
+            load_if_exists=True,
+        )
+    except KeyError:
+        raise TrackingError(f"no study {spec.name!r} in {storage_url} yet") from None
+    except Exception as exc:
+        raise TrackingError(f"Optuna storage {storage_url}: {exc}") from exc
+    if [d.name.lower() for d in study.directions] != [d for d in directions]:
+        raise TrackingError(
+            f"study {spec.name!r} in {storage_url} was created with directions "
+            f"{[d.name.lower() for d in study.directions]}, the file now asks for {directions}"
+        )
+    study.set_metric_names([o.metric for o in spec.objectives])
+    return study
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    # Drop dead pooled connections before use, so a database restart costs one reconnect.
+    return {"pool_pre_ping": True}
+
+
+@dataclass
+class StudyCounts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    interrupted: int = 0
+    diverged: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> int:
+        """Trials that count toward the budget (interrupted ones are run again)."""
+        return self.complete + self.pruned + self.failed
+
+
+def count_trials(study: optuna.Study) -> StudyCounts:
+    counts = StudyCounts()
+    for trial in study.get_trials(deepcopy=False):
+        state = trial.state
+        if state == optuna.trial.TrialState.COMPLETE:
+            counts.complete += 1
+        elif state == optuna.trial.TrialState.PRUNED:
+            counts.pruned += 1
+            counts.diverged += bool(trial.user_attrs.get("diverged"))
+        elif state == optuna.trial.TrialState.FAIL:
+            if trial.user_attrs.get(INTERRUPTED):
+                counts.interrupted += 1
+            else:
+                counts.failed += 1
+        elif state == optuna.trial.TrialState.RUNNING:
+            counts.running += 1
+    return counts
+
+
+def recover_interrupted(study: optuna.Study) -> list[int]:
+    """Mark trials left RUNNING by a driver that is gone as FAIL (interrupted).
+
+    Only one driver runs a study at a time, so at start-up every RUNNING trial is an orphan.
+    They do not count toward the budget: their configurations are asked for again.
+    """
+    orphans = [
+        t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING
+    ]
+    for frozen in orphans:
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        trial.set_user_attr(INTERRUPTED, True)
+        trial.set_user_attr("reason", "the driver stopped mid-trial")
+        study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+        # Ask for the same configuration again, so the budget is spent as the sampler chose.
+        study.enqueue_trial(frozen.params, skip_if_exists=False)
+    if orphans:
+        logger.info("recovered %d interrupted trial(s): %s", len(orphans), [t.number for t in orphans])
+    return [t.number for t in orphans]
+
+
+def top_trials(study: optuna.Study, spec: StudySpec, n: int) -> list[optuna.trial.FrozenTrial]:
+    """The best ``n`` completed trials by the primary objective."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    reverse = spec.primary.mode == "max"
+    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:n]

@@ -1,0 +1,72 @@
+"""A trainer that trains nothing: it reports a made-up curve at once.
+
+It measures the service's own overhead per trial (``bench/overhead.py``) and drives fast tests
+of the search machinery. Its "validation loss" is a smooth function of ``lr`` (best near 1e-2)
+and of any other float params, so samplers have something to find.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+
+from searchsvc.trainer import Dataset, EpochReport, FitResult, ReportFn
+
+__all__ = ["NoopTrainer", "trainer"]
+
+
+class NoopTrainer:
+    """Reports ``val_loss``/``val_accuracy`` per epoch without training (see module doc)."""
+
+    name: ClassVar[str] = "noop"
+    reported_metrics: ClassVar[frozenset[str]] = frozenset(
+        {"train_loss", "val_loss", "val_accuracy", "n_params", "epoch_time_s"}
+    )
+
+    def fit(
+        self,
+        params: Mapping[str, Any],
+        data: Dataset,
+        report: ReportFn,
+        *,
+        max_epochs: int,
+        seed: int,
+        device: str = "cpu",
+        resume_from: Mapping[str, Any] | None = None,
+    ) -> FitResult:
+        if params.get("fail"):
+            raise RuntimeError("noop trainer asked to fail (param fail=true)")
+        lr = float(params.get("lr", 1e-2))
+        base = (math.log10(lr) + 2.0) ** 2 + sum(
+            float(v) ** 2 for k, v in params.items() if k.startswith("x") and isinstance(v, float)
+        )
+        start = int(resume_from["epoch"]) if resume_from else 0
+        best = math.inf
+        best_epoch = 0
+        for epoch in range(start + 1, max_epochs + 1):
+            val_loss = base + 1.0 / epoch
+            metrics = {
+                "train_loss": val_loss * 0.9,
+                "val_loss": val_loss,
+                "val_accuracy": 1.0 / (1.0 + val_loss),
+                "n_params": 0.0,
+                "epoch_time_s": 0.0,
+            }
+            if val_loss < best:
+                best, best_epoch = val_loss, epoch
+            if not report(
+                EpochReport(epoch=epoch, metrics=metrics, training_state={"epoch": epoch})
+            ):
+                return FitResult(status="stopped", best_epoch=best_epoch)
+        return FitResult(status="completed", best_epoch=best_epoch)
+
+    def build_network(
+        self, params: Mapping[str, Any], n_features: int, n_classes: int
+    ) -> torch.nn.Module:
+        return torch.nn.Linear(n_features, n_classes)
+
+
+trainer = NoopTrainer()
