@@ -19,6 +19,15 @@ from searchsvc.spec import (
 __all__ = ["build_sampler"]
 
 
+class _AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell: the stock one calls ``study.stop()`` once the grid is used up,
+    which raises outside ``study.optimize`` and leaves the last trial RUNNING. Our budget is
+    capped to the grid size instead, so there is nothing to stop."""
+
+    def after_trial(self, study, trial, state, values) -> None:  # noqa: ANN001
+        return None
+
+
 def build_sampler(spec: StudySpec, *, seed: int) -> optuna.samplers.BaseSampler:
     """The sampler of ``spec.sampler``, seeded with ``seed``.
 
@@ -52,7 +61,7 @@ def build_sampler(spec: StudySpec, *, seed: int) -> optuna.samplers.BaseSampler:
                 seed=seed,
             )
         case GridSamplerSpec():
-            return optuna.samplers.GridSampler(grid_search_space(spec.search_space), seed=seed)
+            return _AskTellGridSampler(grid_search_space(spec.search_space), seed=seed)
         case NSGA2SamplerSpec():
             return optuna.samplers.NSGAIISampler(
                 population_size=options.population_size, seed=seed

@@ -1,0 +1,75 @@
+"""Per-trial overhead of the whole stack: sampler, Ray, MLflow logging, Optuna storage.
+
+Runs studies of the no-op trainer (it trains nothing and reports 3 epochs at once) through
+``run_study`` exactly as ``searchsvc run`` does, with embedded SQLite stores in a temp folder.
+The per-trial overhead is the slope between a short and a long study, so fixed costs (Ray
+start-up, data loading, MLflow schema creation) are not spread over the trials:
+
+    overhead = (T(n_long) - T(n_short)) / (n_long - n_short)
+
+Usage: python bench/overhead.py [--trials 50] [--short 10] [--concurrency 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+
+from searchsvc.loader import load_study
+from searchsvc.runner import run_study
+
+TARGET_S = 0.25
+
+
+def _study_file(folder: Path, n_trials: int, concurrency: int) -> Path:
+    spec = {
+        "name": f"overhead-{n_trials}",
+        "trainer": "noop",
+        "dataset": "synthetic",
+        "objective": {"metric": "val_loss", "mode": "min"},
+        "search_space": {
+            "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
+            "x1": {"type": "float", "low": -1.0, "high": 1.0},
+        },
+        "sampler": "tpe",
+        "scheduler": "asha",
+        "budget": {"n_trials": n_trials, "max_epochs": 3, "max_concurrent_trials": concurrency},
+        "workdir": str(folder / f"work-{n_trials}"),
+        "ensemble": {"enabled": False},
+    }
+    path = folder / f"overhead-{n_trials}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _timed_run(folder: Path, n_trials: int, concurrency: int) -> tuple[float, int]:
+    study = load_study(_study_file(folder, n_trials, concurrency))
+    started = time.perf_counter()
+    result = run_study(study, console=Console(quiet=True), build_ensemble=False)
+    return time.perf_counter() - started, result.finished
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--short", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="searchsvc-bench-") as tmp:
+        folder = Path(tmp)
+        short_s, short_n = _timed_run(folder, args.short, args.concurrency)
+        long_s, long_n = _timed_run(folder, args.trials, args.concurrency)
+    per_trial = (long_s - short_s) / (long_n - short_n)
+    print(f"{short_n} trials: {short_s:.1f} s; {long_n} trials: {long_s:.1f} s (wall, incl. Ray start)")
+    print(f"whole-run time per trial ({long_n} trials): {long_s / long_n:.3f} s")
+    print(f"per-trial overhead (slope): {per_trial:.3f} s  (target <= {TARGET_S} s) "
+          f"{'OK' if per_trial <= TARGET_S else 'OVER TARGET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Search-space translation, samplers and schedulers."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from searchsvc.samplers import build_sampler
+from searchsvc.schedulers import build_scheduler, stopped_trial_ids
+from searchsvc.space import suggest_params, to_distribution
+from searchsvc.spec import StudySpec
+from tests.conftest import base_study
+
+
+def _spec(**overrides) -> StudySpec:
+    return StudySpec.model_validate(base_study(**overrides))
+
+
+def test_conditional_param_exists_only_when_its_condition_holds():
+    spec = _spec()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_with, seen_without = 0, 0
+    for _ in range(40):
+        trial = study.ask()
+        params = suggest_params(trial, spec.search_space)
+        assert params["batch_size"] == 128  # fixed params reach the trainer...
+        assert "batch_size" not in trial.params  # ...but are not Optuna params
+        if params["n_layers"] >= 2:
+            assert 8 <= params["width_2"] <= 64
+            seen_with += 1
+        else:
+            assert "width_2" not in params and "width_2" not in trial.params
+            seen_without += 1
+        study.tell(trial, 0.0)
+    assert seen_with and seen_without
+
+
+def test_log_float_becomes_a_log_uniform_distribution():
+    spec = _spec()
+    assert to_distribution(spec.search_space["lr"]) == optuna.distributions.FloatDistribution(
+        1e-5, 1.0, log=True
+    )
+    assert to_distribution(spec.search_space["batch_size"]) is None
+
+
+def test_log_uniform_samples_cover_the_decades():
+    spec = _spec()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    values = []
+    for _ in range(300):
+        trial = study.ask()
+        values.append(suggest_params(trial, spec.search_space)["lr"])
+        study.tell(trial, 0.0)
+    # Log-uniform: about a fifth of the draws in each of the five decades 1e-5..1.
+    below_1e3 = sum(v < 1e-3 for v in values) / len(values)
+    assert 0.3 < below_1e3 < 0.5
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "gp", "qmc", "cmaes"])
+def test_every_single_objective_sampler_builds_and_samples_seeded(name):
+    space = {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+        "width": {"type": "int", "low": 8, "high": 64},
+    }
+    spec = _spec(sampler={"name": name}, search_space=space)
+
+    def draw(seed: int) -> list[dict]:
+        study = optuna.create_study(sampler=build_sampler(spec, seed=seed))
+        rows = []
+        for _ in range(4):
+            trial = study.ask()
+            rows.append(suggest_params(trial, spec.search_space))
+            study.tell(trial, rows[-1]["lr"])
+        return rows
+
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+
+
+def test_grid_sampler_visits_every_combination_once():
+    space = {
+        "init": {"type": "categorical", "choices": ["xavier_normal", "he_normal", "zeros"]},
+        "activation": {"type": "categorical", "choices": ["relu", "sigmoid"]},
+        "lr": 0.01,
+    }
+    spec = _spec(sampler="grid", search_space=space)
+    assert spec.grid_size() == 6
+    study = optuna.create_study(sampler=build_sampler(spec, seed=0))
+    combos = set()
+    for _ in range(6):
+        trial = study.ask()
+        params = suggest_params(trial, spec.search_space)
+        combos.add((params["init"], params["activation"]))
+        study.tell(trial, 0.0)
+    assert len(combos) == 6
+
+
+def test_nsga2_sampler_serves_a_two_objective_study():
+    objectives = [{"metric": "val_accuracy", "mode": "max"}, {"metric": "n_params", "mode": "min"}]
+    spec = _spec(sampler="nsga2", objective=objectives)
+    study = optuna.create_study(
+        directions=["maximize", "minimize"], sampler=build_sampler(spec, seed=0)
+    )
+    for _ in range(3):
+        trial = study.ask()
+        suggest_params(trial, spec.search_space)
+        study.tell(trial, [0.5, 10.0])
+    assert len(study.best_trials) >= 1
+
+
+@pytest.mark.parametrize(
+    ("name", "cls_name"),
+    [("asha", "AsyncHyperBandScheduler"), ("median", "MedianStoppingRule"),
+     ("hyperband", "HyperBandScheduler"), ("none", "FIFOScheduler")],
+)  # fmt: skip
+def test_every_scheduler_counts_epochs_on_the_primary_metric(name, cls_name):
+    scheduler = build_scheduler(_spec(scheduler=name))
+    assert cls_name in [c.__name__ for c in type(scheduler).__mro__]
+    if name != "none":
+        assert scheduler._metric == "val_loss"
+        assert scheduler._time_attr == "training_iteration"
+    assert stopped_trial_ids(scheduler) == set()

@@ -1,0 +1,85 @@
+"""The Optuna searcher, driven by hand as Tune drives it: outcomes reach Optuna correctly."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from searchsvc.searcher import TRIAL_NUMBER_KEY, OptunaSearcher
+from searchsvc.spec import StudySpec
+from tests.conftest import base_study
+
+State = optuna.trial.TrialState
+
+
+@pytest.fixture
+def setup(tmp_path):
+    spec = StudySpec.model_validate(base_study(budget={"n_trials": 4, "max_epochs": 5}))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="s")
+    stopped: set[str] = set()
+    return spec, study, stopped, OptunaSearcher(spec, study, stopped)
+
+
+def _result(epoch: int, val_loss: float, **extra) -> dict:
+    return {"epoch": epoch, "training_iteration": epoch, "val_loss": val_loss, **extra}
+
+
+def test_trial_stopped_by_the_scheduler_is_pruned_with_every_epoch_reported(setup):
+    spec, study, stopped, searcher = setup
+    config = searcher.suggest("t1")
+    assert config[TRIAL_NUMBER_KEY] == 0
+    searcher.on_trial_result("t1", _result(1, 0.9))
+    stopped.add("t1")  # the scheduler said STOP on the epoch-2 result: Tune skips on_trial_result
+    searcher.on_trial_complete("t1", _result(2, 0.8))
+    (trial,) = study.get_trials()
+    assert trial.state == State.PRUNED
+    assert trial.intermediate_values == {1: 0.9, 2: 0.8}
+    assert trial.user_attrs["reason"] == "stopped by asha at epoch 2"
+
+
+def test_completed_trial_is_told_the_value_of_its_best_epoch(setup):
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    for epoch, loss in enumerate([0.9, 0.5, 0.7, 0.8, 0.85], start=1):
+        searcher.on_trial_result("t1", _result(epoch, loss, best_epoch=2))
+    searcher.on_trial_complete("t1", _result(5, 0.85, best_epoch=2))
+    (trial,) = study.get_trials()
+    assert trial.state == State.COMPLETE
+    assert trial.value == 0.5  # the epoch whose weights are kept, not the last one
+    assert searcher.outcomes["t1"].best_epoch == 2
+
+
+def test_stop_at_the_last_epoch_is_not_pruning(setup):
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    for epoch in range(1, 5):
+        searcher.on_trial_result("t1", _result(epoch, 1.0 / epoch, best_epoch=epoch))
+    stopped.add("t1")
+    searcher.on_trial_complete("t1", _result(5, 0.2, best_epoch=5))
+    assert study.get_trials()[0].state == State.COMPLETE
+
+
+def test_error_is_recorded_as_fail(setup):
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", _result(1, 0.9))
+    searcher.on_trial_complete("t1", None, error=True)
+    assert study.get_trials()[0].state == State.FAIL
+
+
+def test_divergence_is_pruned_with_its_reason(setup):
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", _result(1, 2.0))
+    searcher.on_trial_complete("t1", _result(2, float("nan"), diverged=1.0))
+    (trial,) = study.get_trials()
+    assert trial.state == State.PRUNED
+    assert trial.user_attrs["reason"] == "diverged at epoch 2"
+    assert trial.user_attrs["diverged"] is True
+
+
+def test_non_finite_objective_of_a_finished_trial_is_fail_not_stuck_running(setup):
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1", _result(5, float("nan")))
+    assert study.get_trials()[0].state == State.FAIL

@@ -1,0 +1,173 @@
+"""The study schema: every kind of bad input gets one clear line naming the key at fault."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from searchsvc.errors import StudySpecError
+from searchsvc.loader import load_study
+from searchsvc.spec import Condition
+from tests.conftest import base_study
+
+
+def _errors(path: Path) -> list[str]:
+    with pytest.raises(StudySpecError) as info:
+        load_study(path)
+    return info.value.problems
+
+
+def test_valid_study_loads_with_defaults(write_study):
+    study = load_study(write_study(base_study()))
+    spec = study.spec
+    assert spec.sampler.name == "tpe" and spec.scheduler.name == "asha"
+    assert spec.search_space["batch_size"].type == "fixed"
+    assert spec.search_space["width_2"].when == Condition(param="n_layers", op=">=", value=2)
+    assert spec.ensemble.method == "greedy"
+    assert spec.primary.metric == "val_loss"
+
+
+def test_missing_file_names_the_file(tmp_path):
+    problems = _errors(tmp_path / "nope.yaml")
+    assert problems == [f"{tmp_path / 'nope.yaml'}: no such study file"]
+
+
+def test_broken_yaml_names_line_and_column(write_study):
+    path = write_study("name: x\ntrainer: [noop\n")
+    (line,) = _errors(path)
+    assert line.startswith(f"{path}: broken YAML (line 3")
+
+
+def test_yaml_that_is_not_a_mapping_is_refused(write_study):
+    (line,) = _errors(write_study("- a\n- b\n"))
+    assert "must be a mapping of keys, but it is a list" in line
+
+
+def test_unknown_top_level_key_suggests_the_right_one(write_study):
+    study = base_study()
+    study["sampelr"] = study.pop("sampler")
+    (line,) = _errors(write_study(study))
+    assert "sampelr: unknown key 'sampelr' (did you mean 'sampler'?)" in line
+
+
+def test_unknown_nested_key_names_its_path(write_study):
+    study = base_study(budget={"n_trials": 4, "max_epochs": 2, "max_epoch": 3})
+    (line,) = _errors(write_study(study))
+    assert "budget -> max_epoch: unknown key 'max_epoch' (did you mean 'max_epochs'?)" in line
+
+
+def test_unknown_key_inside_a_param_names_the_param(write_study):
+    study = base_study()
+    study["search_space"]["lr"]["lw"] = 1
+    (line,) = _errors(write_study(study))
+    assert "search_space -> lr -> lw: unknown key 'lw'" in line
+
+
+def test_low_not_below_high_is_refused(write_study):
+    study = base_study()
+    study["search_space"]["lr"] = {"type": "float", "low": 0.1, "high": 0.01}
+    (line,) = _errors(write_study(study))
+    assert "search_space -> lr: low < high must hold, got low=0.1, high=0.01" in line
+
+
+def test_log_scale_with_nonpositive_low_is_refused(write_study):
+    study = base_study()
+    study["search_space"]["lr"] = {"type": "float", "low": 0.0, "high": 0.1, "log": True}
+    (line,) = _errors(write_study(study))
+    assert "search_space -> lr: log: true needs low > 0, got low=0.0" in line
+
+
+def test_unknown_sampler_lists_the_valid_ones(write_study):
+    (line,) = _errors(write_study(base_study(sampler={"name": "tpee"})))
+    assert "sampler: unknown name 'tpee' (did you mean 'tpe'?)" in line
+    assert "expected one of: tpe, random, gp, qmc, cmaes, grid, nsga2" in line
+
+
+def test_unknown_scheduler_lists_the_valid_ones(write_study):
+    (line,) = _errors(write_study(base_study(scheduler="ashaa")))
+    assert "scheduler: unknown name 'ashaa'" in line
+    assert "asha, median, hyperband, none" in line
+
+
+def test_unknown_trainer_lists_the_valid_ones(write_study):
+    (line,) = _errors(write_study(base_study(trainer="mlpp")))
+    assert "trainer: unknown trainer 'mlpp' (did you mean 'mlp'?)" in line
+    assert "expected one of: mlp, noop" in line
+
+
+def test_unknown_dataset_lists_the_valid_ones(write_study):
+    (line,) = _errors(write_study(base_study(dataset="mnits")))
+    assert "dataset -> name: unknown dataset 'mnits' (did you mean 'mnist'?)" in line
+    assert "fashion_mnist" in line
+
+
+def test_objective_metric_the_trainer_never_reports_is_refused(write_study):
+    study = base_study(objective={"metric": "val_acc", "mode": "max"})
+    (line,) = _errors(write_study(study))
+    assert "objective -> metric: trainer 'noop' never reports 'val_acc'" in line
+    assert "did you mean 'val_accuracy'?" in line
+
+
+def test_condition_on_a_later_param_is_refused(write_study):
+    study = base_study()
+    study["search_space"] = {
+        "width_2": {"type": "int", "low": 8, "high": 64, "when": "n_layers >= 2"},
+        "n_layers": {"type": "int", "low": 1, "high": 3},
+    }
+    (line,) = _errors(write_study(study))
+    assert "condition 'n_layers >= 2' refers to 'n_layers'" in line
+
+
+def test_malformed_condition_is_refused(write_study):
+    study = base_study()
+    study["search_space"]["width_2"]["when"] = "n_layers is big"
+    (line,) = _errors(write_study(study))
+    assert "search_space -> width_2 -> when" in line and "is not of the form" in line
+
+
+def test_several_problems_give_several_lines(write_study):
+    study = base_study(sampler="nope", budget={"n_trials": 0, "max_epochs": 2})
+    path = write_study(study)
+    problems = _errors(path)
+    assert len(problems) == 2
+    assert all(p.startswith(f"{path}: ") for p in problems)
+    assert any("budget -> n_trials" in p for p in problems)
+
+
+def test_grid_sampler_needs_categorical_params(write_study):
+    (line,) = _errors(write_study(base_study(sampler="grid")))
+    assert "search_space -> lr: sampler grid needs categorical or fixed params" in line
+
+
+def test_nsga2_needs_two_objectives(write_study):
+    (line,) = _errors(write_study(base_study(sampler="nsga2")))
+    assert "nsga2 is multi-objective" in line
+
+
+def test_cli_validate_bad_file_exits_2_with_one_line_and_creates_nothing(write_study, tmp_path):
+    path = write_study(base_study(sampler="tpee"))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "PYTHONWARNINGS": "ignore"}
+    for command in ("validate", "run", "status"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "searchsvc", command, str(path)],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and "sampler: unknown name 'tpee'" in lines[0]
+    # Nothing was started or written: no runs folder, no MLflow or Optuna database.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_cli_validate_good_file_exits_0(write_study, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "validate", str(write_study(base_study()))],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "ok" in proc.stdout and "unit-study" in proc.stdout
