@@ -1,0 +1,412 @@
+"""Ensemble selection, prediction, metrics and the members directory (no MLflow)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from searchsvc.ensemble import (
+    Ensemble,
+    Member,
+    load_members_dir,
+    member_val_probs,
+    read_manifest,
+    resolve_trainer_ref,
+    save_members_dir,
+    select_greedy,
+    select_top_k,
+    write_members_dir,
+)
+from searchsvc.errors import EnsembleError
+from searchsvc.metrics import accuracy, expected_calibration_error, log_loss
+
+N_FEATURES, N_CLASSES = 4, 3
+
+
+class TinyTrainer:
+    """Just enough of a trainer to rebuild networks: the width comes from the params."""
+
+    name = "tiny"
+    reported_metrics = frozenset({"val_loss"})
+
+    def fit(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError
+
+    def build_network(self, params: dict, n_features: int, n_classes: int) -> nn.Module:
+        hidden = int(params["hidden"])
+        return nn.Sequential(
+            nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, n_classes)
+        )
+
+
+TINY = TinyTrainer()
+
+
+def tiny_ensemble(weights: tuple[float, ...] = (1.0, 3.0), seed: int = 0) -> Ensemble:
+    torch.manual_seed(seed)
+    members, networks = [], []
+    for i, weight in enumerate(weights):
+        params = {"hidden": 5 + i}
+        members.append(Member(trial_number=10 + i, weight=weight, params=params, val_score=0.5))
+        networks.append(TINY.build_network(params, N_FEATURES, N_CLASSES))
+    return Ensemble(members, networks, N_FEATURES, N_CLASSES, class_names=("a", "b", "c"))
+
+
+def x_data(n: int = 11, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, N_FEATURES)).astype(np.float32)
+
+
+def probs_from_true(p_true: list[float], y: np.ndarray, k: int = 2) -> np.ndarray:
+    """A (n, k) probability matrix giving p_true to the label and sharing the rest evenly."""
+    probs = np.empty((len(y), k))
+    for i, (p, label) in enumerate(zip(p_true, y, strict=True)):
+        probs[i, :] = (1.0 - p) / (k - 1)
+        probs[i, label] = p
+    return probs
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def test_accuracy_counts_argmax_hits_with_lowest_index_ties() -> None:
+    probs = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1], [0.6, 0.4]])
+    # row 0 ties -> class 0 (correct), row 1 correct, row 2 wrong, row 3 wrong
+    assert accuracy(probs, np.array([0, 1, 1, 1])) == pytest.approx(0.5)
+
+
+def test_log_loss_is_mean_nll_and_clips_zero_probabilities() -> None:
+    probs = np.array([[0.5, 0.5], [0.9, 0.1]])
+    assert log_loss(probs, np.array([0, 1])) == pytest.approx(-(math.log(0.5) + math.log(0.1)) / 2)
+    assert log_loss(np.array([[1.0, 0.0]]), np.array([1])) == pytest.approx(-math.log(1e-12))
+
+
+def test_ece_by_hand_including_values_on_bin_edges() -> None:
+    # 5 bins with edges 0, .2, .4, .6, .8, 1; a confidence on an edge belongs to the lower bin.
+    probs = np.array([[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.2, 0.8]])
+    y = np.array([0, 1, 0, 1])
+    # bin (.4,.6]: {0.6 right} -> |1-.6|*1 = .4 ; bin (.6,.8]: {0.7 wrong, 0.8 right}
+    # -> |.5-.75|*2 = .5 ; bin (.8,1]: {0.9 right} -> |1-.9|*1 = .1 ; (.4+.5+.1)/4 = .25
+    assert expected_calibration_error(probs, y, n_bins=5) == pytest.approx(0.25)
+    assert expected_calibration_error(np.array([[0.75, 0.25]]), np.array([0])) == pytest.approx(
+        0.25
+    )
+    perfect = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert expected_calibration_error(perfect, np.array([0, 1])) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    ("probs", "y", "match"),
+    [
+        (np.ones(3), np.zeros(3, int), "2-D"),
+        (np.ones((3, 2)) / 2, np.zeros(2, int), "one entry per row"),
+        (np.ones((3, 2)) / 2, np.zeros(3), "integers"),
+        (np.ones((3, 2)) / 2, np.array([0, 1, 2]), r"0\.\.1"),
+        (np.ones((0, 2)), np.zeros(0, int), "empty"),
+    ],
+)
+def test_metrics_reject_bad_arguments(probs: np.ndarray, y: np.ndarray, match: str) -> None:
+    with pytest.raises(EnsembleError, match=match):
+        log_loss(probs, y)
+
+
+# ---------------------------------------------------------------------------- selection
+
+
+def test_top_k_weights_the_first_k_equally() -> None:
+    y = np.array([0, 1])
+    val_probs = np.full((4, 2, 2), 0.5)
+    np.testing.assert_allclose(select_top_k(val_probs, y, 3), [1 / 3, 1 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(select_top_k(val_probs, y, 9), [0.25] * 4)  # capped at m
+    with pytest.raises(EnsembleError, match="positive"):
+        select_top_k(val_probs, y, 0)
+
+
+def test_greedy_finds_the_complementary_pair() -> None:
+    y = np.array([0, 1, 0, 1])
+    flat = probs_from_true([0.6] * 4, y)  # best single model (nll .511)
+    left = probs_from_true([0.95, 0.95, 0.4, 0.4], y)  # nll .484 each, but complementary:
+    right = probs_from_true([0.4, 0.4, 0.95, 0.95], y)  # their average has nll .393
+    val_probs = np.stack([flat, left, right])
+    weights = select_greedy(val_probs, y, 2, init_size=1)
+    np.testing.assert_allclose(weights, [0.0, 0.5, 0.5])
+    assert log_loss((left + right) / 2, y) < min(log_loss(p, y) for p in val_probs)
+
+
+def test_greedy_selects_with_replacement_and_matches_the_best_mix() -> None:
+    y = np.array([0, 1, 0, 1])
+    weak = probs_from_true([0.55] * 4, y)
+    fixer = probs_from_true([0.5, 0.5, 0.5, 0.95], y)  # only good where `strong` fails
+    strong = probs_from_true([0.9, 0.9, 0.9, 0.3], y)
+    val_probs = np.stack([weak, fixer, strong])
+    weights = select_greedy(val_probs, y, 5, init_size=1)
+    # By hand: init = strong (lowest nll .380); step 2 adds strong again (.380 < .385 for
+    # strong+fixer); then fixer (2/3 strong: .362), then strong, strong -> 4:1.
+    np.testing.assert_allclose(weights, [0.0, 0.2, 0.8])
+    # 0.8 is also the best mixing weight on a 0.1 grid, i.e. the known best mix.
+    grid = {w: log_loss(w * strong + (1 - w) * fixer, y) for w in np.linspace(0, 1, 11)}
+    assert min(grid, key=grid.get) == pytest.approx(0.8)
+
+
+def test_greedy_sorted_init_and_tie_breaks_are_deterministic() -> None:
+    y = np.array([0, 1, 0, 1])
+    good = probs_from_true([0.8, 0.7, 0.8, 0.7], y)
+    bad = probs_from_true([0.3] * 4, y)
+    val_probs = np.stack([bad, good, bad, good])  # exact duplicates at 1 and 3
+    # init_size=1 takes the lowest-index of the tied best; later picks also prefer index 1.
+    np.testing.assert_allclose(select_greedy(val_probs, y, 1, init_size=1), [0, 1, 0, 0])
+    np.testing.assert_allclose(select_greedy(val_probs, y, 3, init_size=1), [0, 1, 0, 0])
+    # init_size=2 takes both duplicates once (sorted init), then index 1 again.
+    np.testing.assert_allclose(select_greedy(val_probs, y, 3, init_size=2), [0, 2 / 3, 0, 1 / 3])
+    # init_size larger than size is capped at size
+    np.testing.assert_allclose(select_greedy(val_probs, y, 2, init_size=3), [0, 0.5, 0, 0.5])
+
+
+def test_greedy_matches_a_naive_reference_on_random_candidates() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 50, 3)) * 2
+    val_probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    y = rng.integers(0, 3, size=50)
+    size, init_size = 8, 2
+    # Naive Caruana: recompute the full log-loss of every candidate average at each step.
+    order = sorted(range(6), key=lambda i: (log_loss(val_probs[i], y), i))
+    picks = order[:init_size]
+    while len(picks) < size:
+        losses = [log_loss(val_probs[picks + [c]].mean(axis=0), y) for c in range(6)]
+        picks.append(int(np.argmin(losses)))
+    expected = np.bincount(picks, minlength=6) / size
+    np.testing.assert_allclose(select_greedy(val_probs, y, size, init_size=init_size), expected)
+
+
+def test_selection_signatures_cannot_receive_test_data() -> None:
+    # Selection sees only the validation matrix and labels: no argument could carry test data.
+    assert list(inspect.signature(select_greedy).parameters) == [
+        "val_probs",
+        "y_val",
+        "size",
+        "init_size",
+    ]
+    assert list(inspect.signature(select_top_k).parameters) == ["val_probs", "y_val", "k"]
+
+
+@pytest.mark.parametrize(
+    ("val_probs", "y", "match"),
+    [
+        (np.full((2, 3), 0.5), np.zeros(3, int), "3-D"),
+        (np.full((2, 3, 2), 0.5), np.zeros(4, int), "shape"),
+        (np.full((0, 3, 2), 0.5), np.zeros(3, int), "no candidates"),
+        (np.where(np.arange(12).reshape(2, 3, 2) == 7, np.nan, 0.5), np.zeros(3, int), r"\[1\]"),
+    ],
+)
+def test_greedy_rejects_bad_matrices(val_probs: np.ndarray, y: np.ndarray, match: str) -> None:
+    with pytest.raises(EnsembleError, match=match):
+        select_greedy(val_probs, y, 3)
+
+
+# ---------------------------------------------------------------------------- prediction
+
+
+def manual_average(ens: Ensemble, x: np.ndarray, raw_weights: tuple[float, ...]) -> np.ndarray:
+    with torch.no_grad():
+        probs = [torch.softmax(net(torch.from_numpy(x)), dim=1).numpy() for net in ens.networks]
+    return sum(w * p for w, p in zip(raw_weights, probs, strict=True)) / sum(raw_weights)
+
+
+def test_predict_proba_is_the_weighted_average_of_member_softmaxes() -> None:
+    ens = tiny_ensemble((1.0, 3.0))
+    x = x_data()
+    probs = ens.predict_proba(x)
+    assert probs.dtype == np.float32 and probs.shape == (11, N_CLASSES)
+    np.testing.assert_allclose(probs, manual_average(ens, x, (1.0, 3.0)), atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(ens.predict(x), probs.argmax(axis=1))
+    assert [m.trial_number for m in ens.members] == [10, 11]
+    assert [m.weight for m in ens.members] == [1.0, 3.0]  # as given; prediction normalises
+    np.testing.assert_allclose(ens.weights, [0.25, 0.75])
+
+
+def test_batching_and_input_types_do_not_change_the_result() -> None:
+    ens = tiny_ensemble()
+    x = x_data(n=10)
+    whole = ens.predict_proba(x)
+    np.testing.assert_allclose(ens.predict_proba(x, batch_size=3), whole, atol=1e-6)
+    np.testing.assert_allclose(ens.predict_proba(torch.from_numpy(x)), whole, atol=1e-6)
+    np.testing.assert_allclose(ens.predict_proba(x.astype(np.float64)), whole, atol=1e-6)
+    # (n, *image_shape) is flattened when it holds n_features values per sample
+    np.testing.assert_allclose(ens.predict_proba(x.reshape(10, 2, 2)), whole, atol=1e-6)
+    # integer input is numeric: converted to float32
+    ints = np.arange(8).reshape(2, 4)
+    np.testing.assert_allclose(
+        ens.predict_proba(ints), ens.predict_proba(ints.astype(np.float32)), atol=1e-6
+    )
+
+
+def test_evaluate_reports_the_three_metrics() -> None:
+    ens = tiny_ensemble()
+    x, y = x_data(n=30), np.arange(30) % N_CLASSES
+    probs = ens.predict_proba(x)
+    result = ens.evaluate(x, y)
+    assert result == pytest.approx(
+        {
+            "accuracy": accuracy(probs, y),
+            "nll": log_loss(probs, y),
+            "ece": expected_calibration_error(probs, y),
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.ones(4, np.float32), r"must be 2-D .*got shape \(4,\)"),
+        (np.ones((2, 5), np.float32), "expected 4, got 5"),
+        (np.ones((2, 3, 2), np.float32), r"expected 4 per sample, got shape \(2, 3, 2\)"),
+        (np.array([["a", "b", "c", "d"]]), "dtype <U1"),
+        (np.ones((2, 4), dtype=bool), "dtype bool"),
+        (np.array([[1, 2, 3, 4]], dtype=object), "dtype object"),
+        (np.ones((2, 4), np.complex64), "dtype complex64"),
+        (np.array([[np.nan, 1, np.inf, np.nan]]), "2 NaN and 1 inf"),
+        (np.array([[1e39, 0, 0, 0]]), "overflow float32"),
+        (np.ones((0, 4), np.float32), r"empty: shape \(0, 4\)"),
+        (np.ones((0,), np.float32), "empty"),
+    ],
+)
+def test_bad_input_gives_a_one_line_ensemble_error(bad: np.ndarray, match: str) -> None:
+    with pytest.raises(EnsembleError, match=match) as info:
+        tiny_ensemble().predict_proba(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_ensemble_construction_and_device_errors() -> None:
+    net = TINY.build_network({"hidden": 3}, N_FEATURES, N_CLASSES)
+    with pytest.raises(EnsembleError, match="pair up"):
+        Ensemble([Member(0, 1.0, {"hidden": 3}, None)] * 2, [net], N_FEATURES, N_CLASSES)
+    with pytest.raises(EnsembleError, match="> 0"):
+        Ensemble([Member(0, 0.0, {"hidden": 3}, None)], [net], N_FEATURES, N_CLASSES)
+    with pytest.raises(EnsembleError, match="batch_size"):
+        tiny_ensemble().predict_proba(x_data(), batch_size=0)
+    with pytest.raises(EnsembleError, match="logits of shape"):
+        Ensemble([Member(0, 1.0, {}, None)], [nn.Linear(4, 2)], N_FEATURES, N_CLASSES).predict(
+            x_data()
+        )
+    if not torch.cuda.is_available():
+        with pytest.raises(EnsembleError, match="CUDA is not available"):
+            tiny_ensemble().to("cuda:0")
+    assert tiny_ensemble().to("cpu").device == torch.device("cpu")
+
+
+def test_member_val_probs_stacks_each_networks_softmax() -> None:
+    ens = tiny_ensemble()
+    x = x_data(n=9)
+    stacked = member_val_probs(ens.networks, x, batch_size=4)
+    assert stacked.shape == (2, 9, N_CLASSES) and stacked.dtype == np.float32
+    for i, net in enumerate(ens.networks):
+        with torch.no_grad():
+            expected = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
+        np.testing.assert_allclose(stacked[i], expected, atol=1e-6)
+    # the ensemble is the weighted sum of these slices
+    np.testing.assert_allclose(
+        np.tensordot(ens.weights, stacked, axes=1), ens.predict_proba(x), atol=1e-6
+    )
+
+
+# ---------------------------------------------------------------------------- members dir
+
+
+def test_members_dir_from_trial_files_round_trips(tmp_path: Path) -> None:
+    ens = tiny_ensemble((2.0, 1.0))
+    entries = []
+    for member, net in zip(ens.members, ens.networks, strict=True):
+        model_dir = tmp_path / "study" / f"trial_{member.trial_number}" / "model"
+        model_dir.mkdir(parents=True)
+        torch.save(net.state_dict(), model_dir / "state_dict.pt")
+        (model_dir / "params.json").write_text(json.dumps(member.params))
+        params = json.loads((model_dir / "params.json").read_text())
+        entries.append(
+            (Member(member.trial_number, member.weight, params, 0.5), model_dir / "state_dict.pt")
+        )
+    out = write_members_dir(
+        entries,
+        tmp_path / "members",
+        trainer_ref="tiny",
+        n_features=N_FEATURES,
+        n_classes=N_CLASSES,
+        class_names=("a", "b", "c"),
+    )
+    manifest = read_manifest(out)
+    assert manifest["n_features"] == N_FEATURES and manifest["trainer"] == "tiny"
+    first = manifest["members"][0]
+    assert (out / first["dir"] / "state_dict.pt").is_file()
+    assert json.loads((out / first["dir"] / "params.json").read_text()) == {"hidden": 5}
+
+    loaded = load_members_dir(out, resolver=lambda ref: TINY)
+    x = x_data()
+    np.testing.assert_allclose(loaded.predict_proba(x), ens.predict_proba(x), atol=1e-6)
+    assert loaded.members == [
+        Member(10, 2.0, {"hidden": 5}, 0.5),
+        Member(11, 1.0, {"hidden": 6}, 0.5),
+    ]
+    assert loaded.class_names == ("a", "b", "c")
+
+    again = load_members_dir(
+        save_members_dir(loaded, tmp_path / "again", trainer_ref="tiny"), resolver=lambda ref: TINY
+    )
+    np.testing.assert_allclose(again.predict_proba(x), ens.predict_proba(x), atol=1e-6)
+
+
+def test_members_dir_errors_name_the_trial(tmp_path: Path) -> None:
+    ens = tiny_ensemble()
+    out = save_members_dir(ens, tmp_path / "m", trainer_ref="tiny")
+    manifest = read_manifest(out)
+    manifest["members"][1]["params"]["hidden"] = 99  # the saved weights no longer fit
+    (out / "members.json").write_text(json.dumps(manifest))
+    with pytest.raises(EnsembleError, match="trial 11: state dict does not fit"):
+        load_members_dir(out, resolver=lambda ref: TINY)
+    (out / manifest["members"][0]["dir"] / "state_dict.pt").unlink()
+    with pytest.raises(EnsembleError, match="trial 10: missing state dict"):
+        load_members_dir(out, resolver=lambda ref: TINY)
+    with pytest.raises(EnsembleError, match="not empty"):
+        save_members_dir(ens, out, trainer_ref="tiny")
+    with pytest.raises(EnsembleError, match="no members.json"):
+        load_members_dir(tmp_path)
+
+
+def test_resolve_trainer_ref_imports_module_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = "searchsvc_test_ens_trainer"
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            class Tiny:
+                name = "tiny"
+                reported_metrics = frozenset({"val_loss"})
+
+                def fit(self, *args, **kwargs):
+                    raise NotImplementedError
+
+                def build_network(self, params, n_features, n_classes):
+                    return nn.Linear(n_features, n_classes)
+
+            tiny = Tiny()
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    trainer = resolve_trainer_ref(f"{module}:tiny")
+    assert isinstance(trainer.build_network({}, 4, 3), nn.Linear)
+    with pytest.raises(EnsembleError, match="no_such_module"):
+        resolve_trainer_ref("no_such_module:tiny")
+    with pytest.raises(EnsembleError):
+        resolve_trainer_ref(f"{module}:missing")
