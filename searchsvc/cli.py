@@ -21,7 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 StudyArg = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
@@ -195,3 +195,81 @@ def status(
             highlight=False,
         )
     out.print(f"storage: {paths.storage_url}", highlight=False)
+
+
+@app.command()
+def ensemble(
+    study: StudyArg,
+    method: Annotated[
+        str | None, typer.Option("--method", help="greedy (default) or top_k.")
+    ] = None,
+    size: Annotated[int | None, typer.Option("--size", min=1, help="Picks / k.")] = None,
+    candidates: Annotated[
+        int | None, typer.Option("--candidates", min=1, help="Best trials considered.")
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    storage: StorageOpt = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Rebuild the study's ensemble with other settings; registers it if better."""
+    loaded = _load(study)
+    if method not in (None, "greedy", "top_k"):
+        raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))
+    from searchsvc.paths import resolve_paths
+    from searchsvc.registry import resolve_trainer
+    from searchsvc.runner import load_study_data
+    from searchsvc.study_ensemble import build_study_ensemble
+    from searchsvc.tracking import StudyTracker
+
+    spec = loaded.spec
+    paths = resolve_paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    try:
+        tracker = StudyTracker(paths.tracking_uri, artifact_location=paths.artifact_location)
+        tracker.start_study(spec, loaded.text)
+        summary = build_study_ensemble(
+            spec, paths, tracker, load_study_data(spec), resolve_trainer(spec.trainer),
+            method=method, size=size, candidates=candidates,
+        )  # fmt: skip
+        tracker.end_study()
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    members = ", ".join(f"trial {m['trial']} x{m['weight']:.2f}" for m in summary["members"])
+    out.print(f"members ({summary['method']}): {members}", highlight=False)
+    _print_ensemble(summary)
+
+
+@app.command()
+def predict(
+    study: Annotated[str, typer.Argument(help="A study file or an MLflow model URI.")],
+    inputs: Annotated[Path, typer.Argument(help="A .npy file of inputs (n, features) or images.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write a CSV (label + probabilities).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda:0.")] = "cpu",
+) -> None:
+    """Predict labels with a study's ensemble: one label per line, or a CSV."""
+    import numpy as np
+
+    from searchsvc.api import load_ensemble
+
+    if not inputs.is_file():
+        raise _fail(SearchsvcError(f"{inputs}: no such file"))
+    try:
+        x = np.load(inputs, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise _fail(SearchsvcError(f"{inputs}: not a readable .npy array: {exc}")) from None
+    try:
+        model = load_ensemble(study, device=device)
+        probs = model.predict_proba(x)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    labels = probs.argmax(axis=1)
+    if output is None:
+        out.print("\n".join(str(int(label)) for label in labels), highlight=False)
+        return
+    header = "label," + ",".join(f"p{k}" for k in range(probs.shape[1]))
+    rows = np.column_stack([labels, probs])
+    tmp = output.with_name(output.name + ".part")
+    np.savetxt(tmp, rows, delimiter=",", header=header, comments="", fmt=["%d"] + ["%.6f"] * probs.shape[1])
+    tmp.replace(output)  # never leave a half-written CSV behind
+    err.print(f"wrote {len(labels)} predictions to {output}")

@@ -71,7 +71,7 @@ class StudyTracker:
         if runs:
             self.parent_run_id = runs[0].info.run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
-            self._trial_runs = self._existing_trial_runs()
+            self._trial_runs = self.trial_runs()
             return self.parent_run_id
         run = self.client.create_run(
             self.experiment_id,
@@ -169,7 +169,8 @@ class StudyTracker:
         self.client.log_batch(run_id, tags=tags)
         self.client.set_terminated(run_id, status=_MLFLOW_STATUS.get(state, "FAILED"))
 
-    def _existing_trial_runs(self) -> dict[int, str]:
+    def trial_runs(self) -> dict[int, str]:
+        """Trial number -> child run id, for every trial of this study in MLflow."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'",

@@ -1,0 +1,176 @@
+"""Build, measure and register the ensemble of a finished study.
+
+Selection sees only the validation split; the test split is evaluated once, afterwards, for
+the best single trial and the ensemble, and only reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+
+from searchsvc.ensemble import (
+    Member,
+    load_members_dir,
+    member_val_probs,
+    rebuild_network,
+    select_greedy,
+    select_top_k,
+    write_members_dir,
+)
+from searchsvc.errors import EnsembleError
+from searchsvc.metrics import accuracy, expected_calibration_error, log_loss
+from searchsvc.paths import StudyPaths
+from searchsvc.pyfunc import log_ensemble, set_champion_if_better
+from searchsvc.spec import StudySpec
+from searchsvc.tracking import MODEL_DIR, StudyTracker
+from searchsvc.trainer import Dataset, Trainer
+
+__all__ = ["build_study_ensemble", "ENSEMBLE_MODEL_NAME"]
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE_MODEL_NAME = "ensemble"
+
+
+def build_study_ensemble(
+    spec: StudySpec,
+    paths: StudyPaths,
+    tracker: StudyTracker,
+    data: Dataset,
+    trainer: Trainer,
+    *,
+    method: str | None = None,
+    size: int | None = None,
+    candidates: int | None = None,
+) -> dict[str, Any]:
+    """Select members among the best completed trials, evaluate, log and register.
+
+    Returns a summary: ``members``, ``best_single`` and ``ensemble`` test scores
+    (accuracy, nll, ece), ``val_nll``, ``model_uri``, ``version``, ``champion``.
+    """
+    from searchsvc.storage import open_study, top_trials
+
+    method = method or spec.ensemble.method
+    size = size or spec.ensemble.size
+    n_candidates = candidates or spec.ensemble.candidates
+    optuna_study = open_study(spec, paths.storage_url)
+    best = top_trials(optuna_study, spec, n_candidates)
+    runs = tracker.trial_runs()
+    with tempfile.TemporaryDirectory(prefix="searchsvc-ens-") as tmp:
+        folder = Path(tmp)
+        pool: list[tuple[Member, Path, Any]] = []
+        for trial in best:
+            run_id = runs.get(trial.number)
+            if run_id is None:
+                continue
+            try:
+                local = Path(tracker.client.download_artifacts(run_id, MODEL_DIR, str(folder)))
+            except Exception:  # a trial without stored weights cannot be a member
+                logger.warning("trial %d has no stored model; not a candidate", trial.number)
+                continue
+            target = folder / f"trial_{trial.number}"
+            local.rename(target)
+            info = json.loads((target / "params.json").read_text())
+            state = _load_state(target / "state_dict.pt")
+            network = rebuild_network(
+                trainer, info["params"], data.n_features, data.n_classes, state,
+                who=f"trial {trial.number}",
+            )  # fmt: skip
+            member = Member(trial.number, 1.0, info["params"], float(trial.values[0]))
+            pool.append((member, target / "state_dict.pt", network))
+        if not pool:
+            raise EnsembleError(f"study {spec.name!r} has no completed trial with stored weights")
+
+        # Validation predictions of every candidate, computed once.
+        val_probs = member_val_probs([n for _, _, n in pool], data.x_val)
+        if method == "greedy":
+            weights = select_greedy(val_probs, data.y_val, size, init_size=min(3, len(pool)))
+        else:
+            weights = select_top_k(val_probs, data.y_val, size)
+        entries = [
+            (Member(m.trial_number, float(w), m.params, m.val_score), path)
+            for (m, path, _), w in zip(pool, weights, strict=True)
+            if w > 0
+        ]
+        members_dir = write_members_dir(
+            entries,
+            folder / "members",
+            trainer_ref=spec.trainer,
+            n_features=data.n_features,
+            n_classes=data.n_classes,
+            class_names=data.class_names,
+        )
+        ensemble = load_members_dir(members_dir)
+        val_ensemble = np.tensordot(weights / weights.sum(), val_probs, axes=1)
+        summary: dict[str, Any] = {
+            "method": method,
+            "members": [{"trial": m.trial_number, "weight": m.weight} for m in ensemble.members],
+            "val_nll": log_loss(val_ensemble, data.y_val),
+            "val_accuracy": accuracy(val_ensemble, data.y_val),
+            "best_single_val_nll": log_loss(val_probs[0], data.y_val),
+        }
+        if data.x_test is not None and data.y_test is not None:
+            single = pool[0][2]
+            summary["best_single"] = _scores(
+                member_val_probs([single], data.x_test)[0], data.y_test
+            )
+            summary["best_single"]["trial"] = pool[0][0].trial_number
+            summary["ensemble"] = ensemble.evaluate(data.x_test, data.y_test)
+        _log_to_parent(tracker, paths, spec, members_dir, data, summary)
+    return summary
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    return {
+        "accuracy": accuracy(probs, y),
+        "nll": log_loss(probs, y),
+        "ece": expected_calibration_error(probs, y),
+    }
+
+
+def _log_to_parent(
+    tracker: StudyTracker,
+    paths: StudyPaths,
+    spec: StudySpec,
+    members_dir: Path,
+    data: Dataset,
+    summary: dict[str, Any],
+) -> None:
+    metrics = {"ensemble_val_nll": summary["val_nll"], "ensemble_val_accuracy": summary["val_accuracy"]}
+    for key, label in (("best_single", "best_single"), ("ensemble", "ensemble")):
+        for name, value in (summary.get(key) or {}).items():
+            if name != "trial" and math.isfinite(value):
+                metrics[f"test_{name}_{label}"] = value
+    tracker.log_study_metrics(metrics)
+    tracker.client.log_dict(tracker.parent_run_id, summary, "ensemble/summary.json")
+    mlflow.set_tracking_uri(paths.tracking_uri)
+    mlflow.set_registry_uri(paths.tracking_uri)
+    with mlflow.start_run(run_id=tracker.parent_run_id):
+        info = log_ensemble(
+            members_dir,
+            name=ENSEMBLE_MODEL_NAME,
+            registered_model_name=spec.name,
+            input_example=data.x_val[:5],
+            val_nll=summary["val_nll"],
+        )
+    version = info.registered_model_version
+    moved = set_champion_if_better(tracker.client, spec.name, version, summary["val_nll"])
+    summary.update(
+        version=version,
+        champion=moved,
+        model_uri=f"models:/{spec.name}@champion" if moved else f"models:/{spec.name}/{version}",
+    )
