@@ -1,0 +1,174 @@
+"""A real tiny study through real Ray, Optuna storage and MLflow (no mocks), then its ensemble.
+
+One study run is shared by the assertions (module fixture), so the suite pays for Ray once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+
+from searchsvc import load_ensemble
+from searchsvc.errors import EnsembleError
+from searchsvc.loader import load_study
+from searchsvc.runner import run_study
+from trainers.datasets import load_dataset
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+STUDY = {
+    "name": "tiny-mnist",
+    "trainer": "mlp",
+    "dataset": {"name": "mnist", "val_size": 1000, "train_subset": 3000},
+    "objective": {"metric": "val_accuracy", "mode": "max"},
+    "search_space": {
+        "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+        "n_layers": {"type": "int", "low": 1, "high": 2},
+        "width_1": {"type": "int", "low": 32, "high": 96},
+        "width_2": {"type": "int", "low": 16, "high": 64, "when": "n_layers >= 2"},
+        "activation": {"type": "categorical", "choices": ["relu", "tanh"]},
+        "optimizer": "adam",
+        "batch_size": 64,
+    },
+    "sampler": {"name": "tpe", "n_startup_trials": 3},
+    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+    "budget": {"n_trials": 5, "max_epochs": 2, "max_concurrent_trials": 2},
+    "ensemble": {"method": "greedy", "size": 4, "candidates": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir):
+    folder = tmp_path_factory.mktemp("e2e")
+    study_file = folder / "tiny.yaml"
+    spec = {**STUDY, "dataset": {**STUDY["dataset"], "data_dir": str(data_dir)}}
+    spec["workdir"] = str(folder / "work")
+    study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = run_study(load_study(study_file), console=Console(quiet=True))
+    return study_file, result
+
+
+def _children(result):
+    client = MlflowClient(result.paths.tracking_uri)
+    experiment = client.get_experiment_by_name("tiny-mnist")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
+    )
+    return client, runs
+
+
+def test_budget_is_spent_and_every_trial_is_accounted_for(finished):
+    _, result = finished
+    assert result.finished == 5
+    assert result.complete >= 1
+    storage = optuna.load_study(study_name="tiny-mnist", storage=result.paths.storage_url)
+    states = [t.state for t in storage.trials]
+    assert len(states) == 5
+    assert optuna.trial.TrialState.RUNNING not in states
+    for trial in storage.trials:
+        assert trial.intermediate_values, "every epoch's value reaches Optuna"
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert len(trial.intermediate_values) < 2
+            assert trial.user_attrs["reason"].startswith("stopped by asha")
+
+
+def test_mlflow_has_one_parent_and_one_child_per_trial(finished):
+    _, result = finished
+    client, runs = _children(result)
+    assert len(runs) == 5
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.params["trainer"] == "mlp"
+    assert "study.yaml" in [a.path for a in client.list_artifacts(result.parent_run_id)]
+    numbers = sorted(int(r.data.tags["searchsvc.trial_number"]) for r in runs)
+    assert numbers == [0, 1, 2, 3, 4]
+    for run in runs:
+        state = run.data.tags["searchsvc.state"]
+        assert state in {"COMPLETE", "PRUNED"}
+        assert run.info.status == ("FINISHED" if state == "COMPLETE" else "KILLED")
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        assert {"train_loss", "val_loss", "act_std_1"} <= set(run.data.metrics)
+        assert run.data.tags["searchsvc.node_ip"]
+        if state == "COMPLETE":
+            artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
+            assert sorted(artifacts) == ["model/params.json", "model/state_dict.pt"]
+
+
+def test_ensemble_is_registered_and_reported_beside_the_best_single(finished):
+    _, result = finished
+    summary = result.ensemble
+    assert summary is not None and summary["members"]
+    for key in ("best_single", "ensemble"):
+        assert 0.8 < summary[key]["accuracy"] <= 1.0
+        assert summary[key]["nll"] > 0 and 0 <= summary[key]["ece"] < 1
+    client = MlflowClient(result.paths.tracking_uri)
+    version = client.get_model_version_by_alias("tiny-mnist", "champion")
+    assert str(version.version) == str(summary["version"])
+    metrics = client.get_run(result.parent_run_id).data.metrics
+    assert {"test_accuracy_ensemble", "test_nll_best_single", "test_ece_ensemble"} <= set(metrics)
+
+
+def test_load_ensemble_predicts_mnist_from_the_study_file(finished, data_dir):
+    study_file, _ = finished
+    ensemble = load_ensemble(study_file)
+    data = load_dataset("mnist", data_dir=data_dir)
+    labels = ensemble.predict(data.x_test[:2000])
+    assert (labels == data.y_test[:2000]).mean() > 0.85
+    probs = ensemble.predict_proba(data.x_test[:10].reshape(10, 28, 28))
+    assert probs.shape == (10, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(EnsembleError, match="wrong number of features: expected 784, got 10"):
+        ensemble.predict(np.zeros((3, 10), dtype=np.float32))
+
+
+def test_pyfunc_model_loads_in_a_fresh_process_by_registry_uri(finished, tmp_path):
+    _, result = finished
+    code = (
+        "import mlflow, numpy as np\n"
+        "m = mlflow.pyfunc.load_model('models:/tiny-mnist@champion')\n"
+        "p = m.predict(np.zeros((3, 784), dtype=np.float32))\n"
+        "print(p.shape)\n"
+    )
+    env = {"MLFLOW_TRACKING_URI": result.paths.tracking_uri, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("(3, 10)")
+
+
+def test_running_again_continues_the_study_without_duplicates(finished):
+    study_file, first = finished
+    result = run_study(load_study(study_file), n_trials=7, console=Console(quiet=True),
+                       build_ensemble=False)  # fmt: skip
+    assert result.finished == 7
+    assert result.parent_run_id == first.parent_run_id
+    _, runs = _children(result)
+    numbers = sorted(int(r.data.tags["searchsvc.trial_number"]) for r in runs)
+    assert numbers == list(range(7)), "one MLflow run per trial, none rerun"
+    again = run_study(load_study(study_file), n_trials=7, console=Console(quiet=True),
+                      build_ensemble=False)  # fmt: skip
+    assert again.finished == 7
+    assert len(_children(again)[1]) == 7
+
+
+def test_status_command_reads_the_counts(finished):
+    study_file, result = finished
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "status", str(study_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "complete" in proc.stdout and "best: trial" in proc.stdout
+    assert json.dumps(result.paths.storage_url)[1:-1] in proc.stdout
