@@ -184,6 +184,7 @@ def run_study(
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
+        fit_started = time.monotonic()
         try:
             tuner.fit()
         except KeyboardInterrupt:
@@ -191,7 +192,11 @@ def run_study(
         finally:
             # Trials Ray did not finish (Ctrl-C, time budget) become interrupted, not RUNNING.
             leftover = recover_interrupted(optuna_study)
-            interrupted = interrupted or bool(leftover)
+            # Tune catches Ctrl-C itself and returns; unfinished trials without an expired
+            # time budget mean the user stopped the run.
+            limit = spec.budget.time_budget_s
+            out_of_time = limit is not None and time.monotonic() - fit_started >= limit
+            interrupted = interrupted or (bool(leftover) and not out_of_time)
             tracker.close_stale_trial_runs(live_numbers=set())
             if ray.is_initialized():
                 ray.shutdown()
