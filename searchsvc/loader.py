@@ -90,6 +90,7 @@ def check_runtime_names(spec: StudySpec) -> list[str]:
     except TrainerNotFound as exc:
         problems.append(f"trainer: {exc}")
         return problems
+    problems += _check_params(spec, trainer)
     reported = trainer.reported_metrics
     for index, objective in enumerate(spec.objectives):
         if objective.metric not in reported:
@@ -99,6 +100,44 @@ def check_runtime_names(spec: StudySpec) -> list[str]:
                 f"{key}: trainer {spec.trainer!r} never reports {objective.metric!r}"
                 f"{_did_you_mean(objective.metric, sorted(reported))}; it reports: {shown}"
             )
+    return problems
+
+
+def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
+    """Ask the trainer (if it can check params) about every key and every categorical choice.
+
+    A typo such as ``lerning_rate`` or ``activation: relu6`` would otherwise fail every trial.
+    """
+    from searchsvc.spec import CategoricalParam, FixedParam, FloatParam, IntParam
+
+    check = getattr(trainer, "check_params", None)
+    if check is None:
+        return []
+    base: dict[str, Any] = {}
+    for key, param in spec.search_space.items():
+        match param:
+            case FixedParam():
+                base[key] = param.value
+            case FloatParam() | IntParam():
+                base[key] = param.low
+            case CategoricalParam():
+                base[key] = param.choices[0]
+    try:
+        check(base)
+    except ValueError as exc:
+        return [f"search_space: trainer {spec.trainer!r} rejects it: {exc}"]
+    problems = []
+    variants = [
+        (key, {**base, key: choice})
+        for key, param in spec.search_space.items()
+        if isinstance(param, CategoricalParam)
+        for choice in param.choices[1:]
+    ]
+    for key, params in variants:
+        try:
+            check(params)
+        except ValueError as exc:
+            problems.append(f"search_space -> {key}: trainer {spec.trainer!r} rejects it: {exc}")
     return problems
 
 
