@@ -65,10 +65,15 @@ def main() -> None:
         short_s, short_n = _timed_run(folder, args.short, args.concurrency)
         long_s, long_n = _timed_run(folder, args.trials, args.concurrency)
     per_trial = (long_s - short_s) / (long_n - short_n)
-    print(f"{short_n} trials: {short_s:.1f} s; {long_n} trials: {long_s:.1f} s (wall, incl. Ray start)")
+    print(
+        f"{short_n} trials: {short_s:.1f} s; {long_n} trials: {long_s:.1f} s"
+        " (wall clock, Ray start-up included)"
+    )
     print(f"whole-run time per trial ({long_n} trials): {long_s / long_n:.3f} s")
-    print(f"per-trial overhead (slope): {per_trial:.3f} s  (target <= {TARGET_S} s) "
-          f"{'OK' if per_trial <= TARGET_S else 'OVER TARGET'}")
+    print(
+        f"per-trial overhead (slope): {per_trial:.3f} s  (target <= {TARGET_S} s) "
+        f"{'OK' if per_trial <= TARGET_S else 'OVER TARGET'}"
+    )
 
 
 if __name__ == "__main__":

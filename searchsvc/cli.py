@@ -270,6 +270,13 @@ def predict(
     header = "label," + ",".join(f"p{k}" for k in range(probs.shape[1]))
     rows = np.column_stack([labels, probs])
     tmp = output.with_name(output.name + ".part")
-    np.savetxt(tmp, rows, delimiter=",", header=header, comments="", fmt=["%d"] + ["%.6f"] * probs.shape[1])
+    np.savetxt(
+        tmp,
+        rows,
+        delimiter=",",
+        header=header,
+        comments="",
+        fmt=["%d"] + ["%.6f"] * probs.shape[1],
+    )
     tmp.replace(output)  # never leave a half-written CSV behind
     err.print(f"wrote {len(labels)} predictions to {output}")

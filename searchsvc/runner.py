@@ -98,13 +98,15 @@ def run_study(
     from searchsvc.schedulers import build_scheduler, stopped_trial_ids
     from searchsvc.searcher import OptunaSearcher
     from searchsvc.storage import count_trials, open_study, recover_interrupted
-    from searchsvc.trainable import make_trainable
     from searchsvc.tracking import StudyTracker
+    from searchsvc.trainable import make_trainable
 
     console = console or Console(stderr=True)
     spec = study.spec
     if n_trials is not None:
-        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"n_trials": n_trials})})
+        spec = spec.model_copy(
+            update={"budget": spec.budget.model_copy(update={"n_trials": n_trials})}
+        )
     budget = spec.budget.n_trials
     if spec.sampler.name == "grid" and budget > spec.grid_size():
         logger.warning("grid has %d combinations; budget %d capped", spec.grid_size(), budget)
@@ -219,7 +221,9 @@ def run_study(
     )  # fmt: skip
     if result.top:
         best = result.top[0]
-        tracker.set_study_tags({"best_trial": str(best["number"]), "best_value": str(best["value"])})
+        tracker.set_study_tags(
+            {"best_trial": str(best["number"]), "best_value": str(best["value"])}
+        )
         tracker.log_study_metrics({f"best_{spec.primary.metric}": best["value"]})
     if build_ensemble and spec.ensemble.enabled and counts.complete and not result.interrupted:
         from searchsvc.study_ensemble import build_study_ensemble

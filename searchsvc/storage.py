@@ -109,7 +109,9 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
         # Ask for the same configuration again, so the budget is spent as the sampler chose.
         study.enqueue_trial(frozen.params, skip_if_exists=False)
     if orphans:
-        logger.info("recovered %d interrupted trial(s): %s", len(orphans), [t.number for t in orphans])
+        logger.info(
+            "recovered %d interrupted trial(s): %s", len(orphans), [t.number for t in orphans]
+        )
     return [t.number for t in orphans]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from searchsvc.ensemble import (
     Member,
@@ -150,16 +151,20 @@ def _log_to_parent(
     data: Dataset,
     summary: dict[str, Any],
 ) -> None:
-    metrics = {"ensemble_val_nll": summary["val_nll"], "ensemble_val_accuracy": summary["val_accuracy"]}
+    metrics = {
+        "ensemble_val_nll": summary["val_nll"],
+        "ensemble_val_accuracy": summary["val_accuracy"],
+    }
     for key, label in (("best_single", "best_single"), ("ensemble", "ensemble")):
         for name, value in (summary.get(key) or {}).items():
             if name != "trial" and math.isfinite(value):
                 metrics[f"test_{name}_{label}"] = value
     tracker.log_study_metrics(metrics)
     tracker.client.log_dict(tracker.parent_run_id, summary, "ensemble/summary.json")
-    mlflow.set_tracking_uri(paths.tracking_uri)
-    mlflow.set_registry_uri(paths.tracking_uri)
-    with mlflow.start_run(run_id=tracker.parent_run_id):
+    # log_model needs the fluent API's active run. Set the URI only for this block: MLflow's
+    # setters also export MLFLOW_TRACKING_URI, which would leak into later studies and
+    # subprocesses. The registry follows the tracking URI when it is not set on its own.
+    with _use_tracking_uri(paths.tracking_uri), mlflow.start_run(run_id=tracker.parent_run_id):
         info = log_ensemble(
             members_dir,
             name=ENSEMBLE_MODEL_NAME,

@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-import mlflow
 import numpy as np
 import optuna
 import pytest

@@ -1,4 +1,4 @@
-"""Ctrl-C stops a study cleanly: finished trials kept, nothing left RUNNING, resume completes it."""
+"""Ctrl-C stops a study cleanly: finished trials kept, none left RUNNING, resume completes it."""
 
 from __future__ import annotations
 
@@ -27,9 +27,7 @@ def _finished(storage: str) -> int:
     return len(study.get_trials(states=done))
 
 
-def test_ctrl_c_keeps_finished_trials_and_the_next_run_completes_the_budget(
-    write_study, tmp_path
-):
+def test_ctrl_c_keeps_finished_trials_and_the_next_run_completes_the_budget(write_study, tmp_path):
     study = base_study(
         name="interrupt-me",
         trainer="mlp",

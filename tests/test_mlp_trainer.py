@@ -1,0 +1,242 @@
+"""Tests of MLPTrainer.fit: the interface contract, divergence, determinism, resume, stopping,
+diagnostics and one real MNIST run."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from searchsvc.trainer import Dataset, EpochReport, FitResult, Trainer
+from trainers.datasets import load_dataset
+from trainers.mlp import MLPTrainer, evaluate, trainer
+
+TIME_KEYS = {"epoch_time_s", "train_time_s"}
+SMALL = {"n_layers": 2, "width": 32, "diagnostics": False}
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> Dataset:
+    return load_dataset("synthetic", seed=0)
+
+
+class Recorder:
+    """A report callback that keeps every report and answers ``answer(epoch)``."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.reports: list[EpochReport] = []
+        self.stop_after = stop_after
+
+    def __call__(self, rep: EpochReport) -> bool:
+        self.reports.append(rep)
+        return self.stop_after is None or rep.epoch < self.stop_after
+
+    def curve(self, key: str) -> list[float]:
+        return [r.metrics[key] for r in self.reports]
+
+
+def run(
+    data: Dataset,
+    params: Mapping[str, Any],
+    epochs: int,
+    seed: int = 0,
+    resume_from: Mapping[str, Any] | None = None,
+    stop_after: int | None = None,
+) -> tuple[Recorder, FitResult]:
+    rec = Recorder(stop_after)
+    result = trainer.fit(params, data, rec, max_epochs=epochs, seed=seed, resume_from=resume_from)
+    return rec, result
+
+
+def untimed(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if k not in TIME_KEYS}
+
+
+def test_module_trainer_satisfies_the_trainer_protocol() -> None:
+    assert isinstance(trainer, MLPTrainer) and isinstance(trainer, Trainer)
+    assert trainer.name == "mlp"
+    for key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "n_params",
+                "epoch_time_s", "dead_1", "grad_norm_10", "saturated_3", "act_std_2"):  # fmt: skip
+        assert key in trainer.reported_metrics
+
+
+def test_every_reported_metric_is_listed_and_diagnostics_cover_each_layer(
+    synthetic: Dataset,
+) -> None:
+    rec, _ = run(synthetic, {"n_layers": 3, "width": 16, "activation": "sigmoid"}, 2)
+    metrics = rec.reports[-1].metrics
+    assert set(metrics) <= trainer.reported_metrics
+    for i in (1, 2, 3):
+        for prefix in ("act_mean", "act_std", "saturated", "grad_norm"):
+            assert math.isfinite(metrics[f"{prefix}_{i}"])
+    assert 0.0 <= metrics["saturated_1"] <= 1.0
+    assert "dead_1" not in metrics  # sigmoid units are never exactly inactive
+    assert metrics["n_params"] == (20 * 16 + 16) + 2 * (16 * 16 + 16) + (16 * 10 + 10)
+
+
+def test_relu_diagnostics_report_dead_units_and_histograms_on_first_and_last_epoch(
+    synthetic: Dataset,
+) -> None:
+    rec, _ = run(synthetic, {"n_layers": 2, "width": 16, "activation": "relu"}, 3)
+    assert "dead_2" in rec.reports[0].metrics and "saturated_1" not in rec.reports[0].metrics
+    assert 0.0 <= rec.reports[0].metrics["dead_1"] <= 1.0
+    assert [sorted(r.files) for r in rec.reports] == [
+        ["activations_epoch_001.png"],
+        [],
+        ["activations_epoch_003.png"],
+    ]
+    assert rec.reports[0].files["activations_epoch_001.png"].startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_maxout_diagnostics_report_dead_pieces(synthetic: Dataset) -> None:
+    rec, _ = run(synthetic, {"n_layers": 1, "width": 8, "activation": "maxout"}, 1)
+    assert 0.0 <= rec.reports[0].metrics["dead_1"] <= 1.0
+
+
+def test_diagnostics_off_reports_no_layer_metrics_and_no_files(synthetic: Dataset) -> None:
+    rec, _ = run(synthetic, SMALL, 2)
+    assert not any(k.startswith(("act_", "dead_", "grad_norm_")) for k in rec.reports[0].metrics)
+    assert all(not r.files for r in rec.reports)
+
+
+def test_huge_learning_rate_diverges_without_raising(synthetic: Dataset) -> None:
+    rec, result = run(synthetic, {**SMALL, "optimizer": "sgd", "lr": 1e6}, 10)
+    assert result.status == "diverged"
+    assert result.reason == "diverged at epoch 1"
+    assert len(rec.reports) == 1
+    last = rec.reports[-1].metrics
+    assert last["diverged"] == 1.0
+    assert not math.isfinite(last["train_loss"])
+
+
+def test_diverging_later_keeps_the_best_earlier_state(synthetic: Dataset) -> None:
+    # Step schedule with gamma 1e7 multiplies a sane lr into a diverging one after epoch 2.
+    params = {**SMALL, "optimizer": "sgd", "lr": 0.05, "lr_schedule": "step",
+              "lr_step_size": 2, "lr_gamma": 1e7}  # fmt: skip
+    rec, result = run(synthetic, params, 5)
+    assert result.status == "diverged" and result.reason == "diverged at epoch 3"
+    assert result.best_epoch == 2 and result.best_state is not None
+    assert "diverged" not in rec.reports[1].metrics
+
+
+def test_same_params_and_seed_give_identical_validation_curves(synthetic: Dataset) -> None:
+    params = {**SMALL, "dropout": 0.2, "input_dropout": 0.1}
+    a, _ = run(synthetic, params, 3, seed=7)
+    b, _ = run(synthetic, params, 3, seed=7)
+    c, _ = run(synthetic, params, 3, seed=8)
+    assert a.curve("val_loss") == b.curve("val_loss")
+    assert a.curve("train_loss") == b.curve("train_loss")
+    assert a.curve("val_loss") != c.curve("val_loss")
+
+
+def test_fit_3_epochs_equals_fit_2_then_resume_for_1(synthetic: Dataset) -> None:
+    params = {**SMALL, "dropout": 0.3, "optimizer": "nesterov", "lr": 0.05}
+    full, full_result = run(synthetic, params, 3)
+    head, _ = run(synthetic, params, 2)
+    tail, tail_result = run(synthetic, params, 3, resume_from=head.reports[-1].training_state)
+    assert [r.epoch for r in tail.reports] == [3]
+    assert untimed(tail.reports[0].metrics) == untimed(full.reports[2].metrics)
+    assert (tail_result.status, tail_result.best_epoch) == ("completed", full_result.best_epoch)
+    for key, value in full_result.best_state.items():
+        assert torch.equal(tail_result.best_state[key], value)
+
+
+def test_paused_trial_resumes_identically_with_schedule_norm_and_diagnostics(
+    synthetic: Dataset,
+) -> None:
+    # A trial stopped after epoch 2 of 4 and resumed from that epoch's training_state: the
+    # cosine schedule (over max_epochs=4), batch-norm statistics, dropout RNG and the
+    # early-stopping bookkeeping all carry over.
+    params = {"n_layers": 2, "width": 32, "dropout": 0.3, "norm": "batch",
+              "lr_schedule": "cosine", "patience": 3}  # fmt: skip
+    full, full_result = run(synthetic, params, 4)
+    head, head_result = run(synthetic, params, 4, stop_after=2)
+    assert head_result.status == "stopped"
+    state = head.reports[-1].training_state
+    tail, tail_result = run(synthetic, params, 4, resume_from=state)
+    assert [r.epoch for r in tail.reports] == [3, 4]
+    for whole, resumed in zip(full.reports[2:], tail.reports, strict=True):
+        assert untimed(resumed.metrics) == untimed(whole.metrics)
+    assert tail_result.best_epoch == full_result.best_epoch
+    for key, value in full_result.best_state.items():
+        assert torch.equal(tail_result.best_state[key], value)
+    # The state handed in is left as it was: resuming from it again gives the same run.
+    again, _ = run(synthetic, params, 4, resume_from=state)
+    assert again.curve("val_loss") == tail.curve("val_loss")
+
+
+def test_resuming_from_the_epoch_that_ended_the_run_returns_its_result_at_once(
+    synthetic: Dataset,
+) -> None:
+    diverged, _ = run(synthetic, {**SMALL, "optimizer": "sgd", "lr": 1e6}, 5)
+    rec, result = run(synthetic, SMALL, 5, resume_from=diverged.reports[-1].training_state)
+    assert (result.status, result.reason, rec.reports) == ("diverged", "diverged at epoch 1", [])
+    # lr 1e-30 leaves the val loss unchanged: patience 1 ends the run at epoch 2.
+    plateau = {**SMALL, "optimizer": "sgd", "lr": 1e-30, "patience": 1}
+    stopped, first = run(synthetic, plateau, 5)
+    assert first.reason.startswith("early stopping") and len(stopped.reports) == 2
+    rec, result = run(synthetic, plateau, 5, resume_from=stopped.reports[-1].training_state)
+    assert (result.status, result.reason, result.best_epoch) == ("completed", first.reason, 1)
+    assert rec.reports == []
+
+
+def test_report_returning_false_stops_at_once(synthetic: Dataset) -> None:
+    rec, result = run(synthetic, SMALL, 10, stop_after=2)
+    assert len(rec.reports) == 2
+    assert result.status == "stopped"
+    assert result.best_epoch in (1, 2) and result.best_state is not None
+
+
+def test_exception_raised_in_report_propagates(synthetic: Dataset) -> None:
+    class SchedulerStop(BaseException):
+        pass
+
+    def report(rep: EpochReport) -> bool:
+        raise SchedulerStop
+
+    with pytest.raises(SchedulerStop):
+        trainer.fit(SMALL, synthetic, report, max_epochs=3, seed=0)
+
+
+def test_best_state_is_the_best_epoch_and_loads_into_build_network(synthetic: Dataset) -> None:
+    rec, result = run(synthetic, {**SMALL, "lr": 0.01}, 4)
+    best = rec.reports[result.best_epoch - 1]
+    assert best.best_state is not None
+    assert best.metrics["val_loss"] == min(rec.curve("val_loss"))
+    assert all(t.device.type == "cpu" for t in result.best_state.values())
+    net = trainer.build_network({**SMALL, "lr": 0.01}, synthetic.n_features, synthetic.n_classes)
+    net.load_state_dict(result.best_state)
+    loss, acc = evaluate(net, torch.from_numpy(synthetic.x_val), torch.from_numpy(synthetic.y_val))
+    assert acc == best.metrics["val_accuracy"]
+    assert loss == pytest.approx(best.metrics["val_loss"], rel=1e-5)
+
+
+def test_read_only_arrays_train_without_warnings(synthetic: Dataset) -> None:
+    arrays = [synthetic.x_train.copy(), synthetic.y_train.copy(),
+              synthetic.x_val.copy(), synthetic.y_val.copy()]  # fmt: skip
+    for a in arrays:
+        a.setflags(write=False)
+    data = Dataset("ro", *arrays, None, None, synthetic.n_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, result = run(data, SMALL, 1)
+    assert result.status == "completed"
+
+
+def test_unknown_param_is_rejected_by_fit(synthetic: Dataset) -> None:
+    with pytest.raises(ValueError, match="'learning_rate'"):
+        run(synthetic, {"learning_rate": 0.1}, 1)
+
+
+def test_real_mnist_subset_reaches_90_percent_validation_accuracy(data_dir: Path) -> None:
+    data = load_dataset("mnist", data_dir=data_dir, train_subset=10000, download=False)
+    rec, result = run(data.without_test(), {"optimizer": "adam", "diagnostics": False}, 2)
+    assert result.status == "completed"
+    assert rec.reports[-1].metrics["val_accuracy"] > 0.90
+    assert np.isfinite(rec.curve("val_loss")).all()

@@ -1,0 +1,452 @@
+"""The fully-connected classifier trainer: ``trainer: trainers.mlp:trainer`` in a study file.
+
+Params (all optional; see :mod:`trainers.mlp_params` for the checks):
+
+==================  =========================  ===============================================
+key                 default                    meaning
+==================  =========================  ===============================================
+n_layers            2                          hidden layers (0: softmax regression)
+width_1..width_N    ``width``                  units of hidden layer i
+width               256                        units of every layer without its own width_i
+activation          relu                       sigmoid, tanh, relu, leaky_relu, prelu, elu,
+                                               maxout
+leaky_slope         0.01                       negative slope of leaky_relu
+maxout_pieces       2                          linear pieces per maxout unit
+init                he_normal (ReLU family,    zeros, normal, xavier_uniform, xavier_normal,
+                    maxout), xavier_uniform    he_uniform, he_normal, orthogonal; biases are
+                    (sigmoid, tanh)            zero; the output layer uses the same scheme
+                                               (gain 1 for he_*)
+init_std            0.01                       std of ``normal``
+dropout             0                          inverted dropout after each hidden activation
+input_dropout       0                          inverted dropout on the inputs
+norm                none                       batch, layer: after the linear, before the
+                                               activation
+optimizer           adam                       sgd, momentum, nesterov, adagrad, rmsprop,
+                                               adam, adamw
+lr                  1e-3                       learning rate
+momentum            0.9 (momentum, nesterov)   momentum; rmsprop uses it only when given
+weight_decay        0                          L2 via the optimiser (linear weights only)
+l1                  0                          loss += l1 * sum |w| (linear weights only)
+clip_norm           0 (off)                    global gradient-norm clipping
+max_norm            0 (off)                    max L2 norm of each hidden unit's incoming
+                                               weights, enforced after every step
+lr_schedule         none                       cosine (to 0 over max_epochs), step
+lr_step_size        10                         epochs between step decays
+lr_gamma            0.1                        step decay factor
+batch_size          128                        minibatch size
+patience            5                          early stopping on val_loss (0: off)
+diagnostics         true                       per-layer metrics and activation histograms
+==================  =========================  ===============================================
+
+Reported each epoch: ``train_loss`` (mean cross-entropy of the epoch's minibatches, without
+the L1 term), ``train_accuracy`` (of those minibatches, dropout on), ``val_loss``,
+``val_accuracy`` (eval mode, whole validation split), ``lr`` (used this epoch),
+``n_params``, ``epoch_time_s`` (the whole epoch), ``train_time_s`` (the training pass only),
+``diverged`` (1.0, only on a diverged epoch) and the diagnostics of
+:mod:`trainers.diagnostics`. A non-finite training or validation loss ends the trial as
+``diverged`` after reporting that epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from searchsvc.trainer import Dataset, EpochReport, FitResult, ReportFn, TrialStatus
+from trainers.diagnostics import (
+    DIAGNOSTIC_PREFIXES,
+    GradNormMeter,
+    activation_histogram_png,
+    capture_activations,
+    layer_stats,
+)
+from trainers.layers import MLP, build_mlp
+from trainers.mlp_params import MLPParams, parse_params
+from trainers.optim import apply_max_norm, l1_penalty, make_optimizer, make_scheduler
+
+__all__ = ["MLPTrainer", "batch_loss", "trainer"]
+
+log = logging.getLogger(__name__)
+
+MAX_DIAGNOSED_LAYERS = 32  # per-layer keys listed in reported_metrics for layers 1..32
+_DIAGNOSTIC_BATCH = 1000  # first N validation samples, fixed across epochs
+_EVAL_BATCH = 8192
+_FINITE_CHECK_EVERY = 50  # batches between divergence checks (each one is a host sync)
+_STATE_FORMAT = "searchsvc.trainers.mlp/1"
+
+_BASE_METRICS = (
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "n_params",
+    "epoch_time_s",
+    "train_time_s",
+    "diverged",
+)
+
+
+def batch_loss(
+    model: MLP,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    l1: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss to minimise, cross-entropy, logits) of one minibatch.
+
+    The loss is the mean cross-entropy plus ``l1 * sum |w|`` over the linear weights.
+    """
+    logits = model(xb)
+    ce = F.cross_entropy(logits, yb)
+    if l1 > 0:
+        return ce + l1 * l1_penalty([layer.weight for layer in model.linears()]), ce, logits
+    return ce, ce, logits
+
+
+@dataclass
+class _Progress:
+    """Early-stopping bookkeeping, carried in ``training_state``."""
+
+    best_val_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+
+    def result(self, status: TrialStatus, reason: str) -> FitResult:
+        return FitResult(status, self.best_epoch, self.best_state, reason)
+
+
+@dataclass(frozen=True)
+class _Tensors:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+
+
+class MLPTrainer:
+    """Trains a fully-connected classifier; see the module docstring for params and metrics."""
+
+    name = "mlp"
+    reported_metrics: frozenset[str] = frozenset(
+        _BASE_METRICS
+        + tuple(
+            f"{prefix}_{i}"
+            for prefix in DIAGNOSTIC_PREFIXES
+            for i in range(1, MAX_DIAGNOSED_LAYERS + 1)
+        )
+    )
+
+    def build_network(self, params: Mapping[str, Any], n_features: int, n_classes: int) -> MLP:
+        """The untrained network ``fit`` trains for ``params`` (logits out)."""
+        return build_mlp(parse_params(params), n_features, n_classes)
+
+    def fit(
+        self,
+        params: Mapping[str, Any],
+        data: Dataset,
+        report: ReportFn,
+        *,
+        max_epochs: int,
+        seed: int,
+        device: str = "cpu",
+        resume_from: Mapping[str, Any] | None = None,
+    ) -> FitResult:
+        """Train with ``params`` on ``data`` for up to ``max_epochs``, reporting every epoch.
+
+        Deterministic on CPU for the same params, data and seed; ``resume_from`` (an earlier
+        report's ``training_state``) continues exactly where that epoch ended. Never raises on
+        divergence; exceptions raised by ``report`` propagate.
+        """
+        p = parse_params(params)
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+        if len(data.x_train) == 0 or len(data.x_val) == 0:
+            raise ValueError(f"data set {data.name!r} has an empty train or validation split")
+        dev = torch.device(device)
+        torch.manual_seed(seed)
+        model = build_mlp(p, data.n_features, data.n_classes).to(dev)
+        optimizer = make_optimizer(model, p, dev)
+        scheduler = make_scheduler(optimizer, p, max_epochs)
+        shuffle = torch.Generator().manual_seed(seed)
+        progress = _Progress()
+        first_epoch = 1
+        if resume_from is not None:
+            ended = _restore(resume_from, model, optimizer, scheduler, shuffle, progress)
+            first_epoch = int(resume_from["epoch"]) + 1
+            if ended is not None:  # the saved epoch had ended the run: nothing left to do
+                return progress.result(ended["status"], ended["reason"])
+            rng = resume_from["rng"]
+        else:
+            rng = _capture_rng(shuffle, dev)
+        tensors = _to_tensors(data, dev)
+        n_params = sum(q.numel() for q in model.parameters() if q.requires_grad)
+        # Plain Python values (not numpy scalars), so the state loads with weights_only=True.
+        plain_params = {
+            k: v.item() if isinstance(v, np.generic) else v
+            for k, v in params.items()
+            if not str(k).startswith("_")
+        }
+
+        for epoch in range(first_epoch, max_epochs + 1):
+            t0 = time.perf_counter()
+            # The global RNG (dropout) is restored each epoch, so whatever runs between epochs
+            # (the report callback) cannot change the run, and a resumed run matches it.
+            _restore_rng(rng, shuffle, dev)
+            lr = float(optimizer.param_groups[0]["lr"])
+            grad_meter = GradNormMeter(model) if p.diagnostics else None  # None: no diagnostics
+            train_loss, train_acc = _train_epoch(model, optimizer, tensors, p, shuffle, grad_meter)
+            train_time = time.perf_counter() - t0
+            val_loss, val_acc = evaluate(model, tensors.x_val, tensors.y_val)
+            if scheduler is not None:
+                scheduler.step()
+            rng = _capture_rng(shuffle, dev)
+
+            diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+            improved = not diverged and val_loss < progress.best_val_loss
+            best_state = None
+            if improved:
+                best_state = _cpu_copy(model.state_dict())
+                progress.best_val_loss, progress.best_epoch = val_loss, epoch
+                progress.best_state, progress.bad_epochs = best_state, 0
+            else:
+                progress.bad_epochs += 1
+            early_stop = p.patience > 0 and progress.bad_epochs >= p.patience and not diverged
+            final = diverged or early_stop or epoch == max_epochs
+
+            metrics: dict[str, float] = {
+                "train_loss": train_loss,
+                "train_accuracy": train_acc,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "lr": lr,
+                "n_params": float(n_params),
+                "train_time_s": train_time,
+            }
+            files: dict[str, bytes] = {}
+            if grad_meter is not None:
+                diag_x = tensors.x_val[:_DIAGNOSTIC_BATCH]
+                draw = epoch == 1 or final
+                files = _diagnose(model, diag_x, p, grad_meter, epoch, draw, metrics)
+
+            finished: dict[str, str] | None = None
+            if diverged:
+                metrics["diverged"] = 1.0
+                finished = {"status": "diverged", "reason": f"diverged at epoch {epoch}"}
+            elif early_stop:
+                reason = f"early stopping: val_loss did not improve for {p.patience} epochs"
+                finished = {"status": "completed", "reason": reason}
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            state = _training_state(
+                epoch, plain_params, model, optimizer, scheduler, progress, rng, finished
+            )
+            log.debug("epoch %d: %s", epoch, metrics)
+            keep_going = report(
+                EpochReport(epoch, metrics, best_state, training_state=state, files=files)
+            )
+            if finished is not None and (finished["status"] == "diverged" or keep_going):
+                log.info("%s", finished["reason"])
+                return progress.result(finished["status"], finished["reason"])
+            if not keep_going:
+                return progress.result("stopped", f"stopped by the service after epoch {epoch}")
+        return progress.result("completed", f"reached max_epochs ({max_epochs})")
+
+
+def _diagnose(
+    model: MLP,
+    x: torch.Tensor,
+    p: MLPParams,
+    grad_meter: GradNormMeter,
+    epoch: int,
+    draw: bool,
+    metrics: dict[str, float],
+) -> dict[str, bytes]:
+    """Add the per-layer diagnostics to ``metrics``; the histogram PNG if ``draw``."""
+    metrics.update(grad_meter.means())
+    captured = capture_activations(model, x)
+    metrics.update(layer_stats(captured, p.activation, model))
+    if not draw:
+        return {}
+    png = activation_histogram_png([out for _, out in captured], p.activation, epoch)
+    return {} if png is None else {f"activations_epoch_{epoch:03d}.png": png}
+
+
+def _training_state(
+    epoch: int,
+    params: Mapping[str, Any],
+    model: MLP,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    progress: _Progress,
+    rng: Mapping[str, Any],
+    finished: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Everything ``fit(resume_from=...)`` needs, as CPU copies that training won't touch."""
+    return {
+        "format": _STATE_FORMAT,
+        "epoch": epoch,
+        "params": dict(params),
+        "model": _cpu_copy(model.state_dict()),
+        "optimizer": _cpu_copy(optimizer.state_dict()),
+        "scheduler": None if scheduler is None else copy.deepcopy(scheduler.state_dict()),
+        "best_val_loss": progress.best_val_loss,
+        "best_epoch": progress.best_epoch,
+        "best_state": progress.best_state,  # a snapshot, never modified once taken
+        "bad_epochs": progress.bad_epochs,
+        "rng": rng,
+        "finished": finished,  # set on the epoch that ended the run: a resume just returns
+    }
+
+
+def _train_epoch(
+    model: MLP,
+    optimizer: torch.optim.Optimizer,
+    t: _Tensors,
+    p: MLPParams,
+    shuffle: torch.Generator,
+    grad_meter: GradNormMeter | None,
+) -> tuple[float, float]:
+    """One pass over the shuffled training data; (mean cross-entropy, accuracy).
+
+    Losses and hits accumulate in device tensors: the host syncs only every
+    ``_FINITE_CHECK_EVERY`` batches (divergence check) and once at the end.
+    """
+    dev = t.x_train.device
+    n = len(t.x_train)
+    perm = torch.randperm(n, generator=shuffle).to(dev)
+    hidden = model.hidden_linears()
+    params = list(model.parameters())
+    loss_sum = torch.zeros((), device=dev)
+    hits = torch.zeros((), dtype=torch.int64, device=dev)
+    seen = 0
+    bs = p.batch_size
+    model.train()
+    for step, start in enumerate(range(0, n, bs)):
+        idx = perm[start : start + bs]
+        nb = len(idx)
+        if nb == 1 and p.norm == "batch":
+            break  # batch norm cannot train on a single sample; skip the lone last one
+        xb = t.x_train.index_select(0, idx)
+        yb = t.y_train.index_select(0, idx)
+        loss, ce, logits = batch_loss(model, xb, yb, p.l1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_meter is not None:
+            grad_meter.update()
+        if p.clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, p.clip_norm)
+        optimizer.step()
+        if p.max_norm > 0:
+            apply_max_norm(hidden, p.max_norm)
+        with torch.no_grad():
+            loss_sum.add_(ce.detach(), alpha=nb)
+            hits.add_((logits.argmax(dim=1) == yb).sum())
+        seen += nb
+        if (step + 1) % _FINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(loss_sum)):
+            break  # diverged: no point finishing the epoch
+    return loss_sum.item() / seen, hits.item() / seen
+
+
+def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``x``, ``y`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    hits = torch.zeros((), dtype=torch.int64, device=x.device)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(x), _EVAL_BATCH):
+                logits = model(x[start : start + _EVAL_BATCH])
+                yb = y[start : start + _EVAL_BATCH]
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+                hits += (logits.argmax(dim=1) == yb).sum()
+    finally:
+        model.train(was_training)
+    return loss_sum.item() / len(x), hits.item() / len(x)
+
+
+def _to_tensors(data: Dataset, dev: torch.device) -> _Tensors:
+    return _Tensors(
+        x_train=_tensor(data.x_train, np.float32, dev),
+        y_train=_tensor(data.y_train, np.int64, dev),
+        x_val=_tensor(data.x_val, np.float32, dev),
+        y_val=_tensor(data.y_val, np.int64, dev),
+    )
+
+
+def _tensor(a: np.ndarray, dtype: type, dev: torch.device) -> torch.Tensor:
+    """A tensor over ``a`` without a copy where possible.
+
+    Arrays from Ray's object store are read-only; torch warns when it wraps one because
+    writes through the tensor would fail. The training code only reads these tensors (batches
+    are gathered copies), so sharing the buffer is safe and saves a copy per trial.
+    """
+    arr = np.ascontiguousarray(a, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        tensor = torch.from_numpy(arr)
+    return tensor.to(dev)
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy of nested dicts/lists of tensors, every tensor cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def _capture_rng(shuffle: torch.Generator, dev: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    if dev.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(dev)
+    return state
+
+
+def _restore_rng(state: Mapping[str, Any], shuffle: torch.Generator, dev: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    shuffle.set_state(state["shuffle"])
+    if dev.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], dev)
+
+
+def _restore(
+    state: Mapping[str, Any],
+    model: MLP,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    shuffle: torch.Generator,
+    progress: _Progress,
+) -> Mapping[str, str] | None:
+    """Load a ``training_state``; returns its ``finished`` entry (None if training goes on)."""
+    if not isinstance(state, Mapping) or state.get("format") != _STATE_FORMAT:
+        raise ValueError(f"resume_from is not an MLP training_state ({_STATE_FORMAT})")
+    model.load_state_dict(state["model"])
+    # A copy: the optimiser may adopt the given tensors and update them in place, which
+    # would alter the caller's training_state.
+    optimizer.load_state_dict(_cpu_copy(state["optimizer"]))
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    shuffle.set_state(state["rng"]["shuffle"])
+    progress.best_val_loss = float(state["best_val_loss"])
+    progress.best_epoch = int(state["best_epoch"])
+    progress.best_state = state["best_state"]
+    progress.bad_epochs = int(state["bad_epochs"])
+    return state.get("finished")
+
+
+trainer = MLPTrainer()
