@@ -171,3 +171,18 @@ def test_cli_validate_good_file_exits_0(write_study, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout and "unit-study" in proc.stdout
+
+
+def test_param_the_trainer_does_not_know_is_refused_at_validation(write_study):
+    study = base_study(trainer="mlp", objective={"metric": "val_accuracy", "mode": "max"})
+    study["search_space"]["lerning_rate"] = {"type": "float", "low": 0.1, "high": 1.0}
+    (line,) = _errors(write_study(study))
+    assert "search_space: trainer 'mlp' rejects it:" in line and "lerning_rate" in line
+
+
+def test_categorical_choice_the_trainer_does_not_know_is_refused(write_study):
+    study = base_study(trainer="mlp", objective={"metric": "val_accuracy", "mode": "max"})
+    study["search_space"]["activation"] = {"type": "categorical", "choices": ["relu", "relu6"]}
+    (line,) = _errors(write_study(study))
+    assert line.split(": ", 1)[1].startswith("search_space -> activation: trainer 'mlp' rejects")
+    assert "relu6" in line

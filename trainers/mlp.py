@@ -148,6 +148,10 @@ class MLPTrainer:
         )
     )
 
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming an unknown key or a bad value (used by validate)."""
+        parse_params(params)
+
     def build_network(self, params: Mapping[str, Any], n_features: int, n_classes: int) -> MLP:
         """The untrained network ``fit`` trains for ``params`` (logits out)."""
         return build_mlp(parse_params(params), n_features, n_classes)
