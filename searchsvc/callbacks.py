@@ -130,6 +130,10 @@ class TrackingCallback(Callback):
             }
             self._tracker.log_model(run_id, best, info)
         summary: dict[str, Any] = {"epochs": outcome.epochs, "best_epoch": outcome.best_epoch}
+        if outcome.diagnosis is not None:
+            summary["diagnosis"] = outcome.diagnosis.label
+            summary["diagnosis_evidence"] = outcome.diagnosis.summary()
+            summary["advice"] = outcome.diagnosis.advice
         if outcome.values:
             summary["value"] = outcome.values[0]
         self._tracker.end_trial(run_id, outcome.state, reason, summary)

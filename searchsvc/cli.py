@@ -186,12 +186,16 @@ def status(
         f"failed {counts.failed}  running {counts.running}  interrupted {counts.interrupted}",
         highlight=False,
     )
-    best = top_trials(optuna_study, spec, 1)
-    if best:
-        trial = best[0]
+    if counts.diagnoses:
+        shown = "  ".join(f"{k} {v}" for k, v in sorted(counts.diagnoses.items()))
+        out.print(f"diagnosis: {shown}", highlight=False)
+    best = top_trials(optuna_study, spec, 3)
+    for rank, trial in enumerate(best):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        label = "best" if rank == 0 else f"#{rank + 1}"
         out.print(
-            f"best: trial {trial.number} {spec.primary.metric}={trial.values[0]:.4f}  {params}",
+            f"{label}: trial {trial.number} {spec.primary.metric}={trial.values[0]:.4f} "
+            f"[{trial.user_attrs.get('diagnosis', '?')}]  {params}",
             highlight=False,
         )
     out.print(f"storage: {paths.storage_url}", highlight=False)

@@ -17,6 +17,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from searchsvc.diagnosis import Diagnosis, diagnose
 from searchsvc.space import suggest_params
 from searchsvc.spec import StudySpec
 
@@ -25,6 +26,7 @@ __all__ = ["OptunaSearcher", "TrialOutcome", "TRIAL_NUMBER_KEY"]
 logger = logging.getLogger(__name__)
 
 TRIAL_NUMBER_KEY = "_trial_number"
+_CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 """Config key carrying the Optuna trial number to the trainable and the callbacks."""
 
 
@@ -38,6 +40,7 @@ class TrialOutcome:
     reason: str = ""
     best_epoch: int = 0
     epochs: int = 0
+    diagnosis: Diagnosis | None = None
 
 
 @dataclass
@@ -45,6 +48,7 @@ class _Live:
     trial: optuna.Trial
     params: dict[str, Any]
     history: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> objectives
+    curves: dict[str, list[float]] = field(default_factory=dict)  # for the diagnosis
 
 
 class OptunaSearcher(Searcher):
@@ -93,6 +97,9 @@ class OptunaSearcher(Searcher):
         live.history[epoch] = {
             o.metric: float(result[o.metric]) for o in self._spec.objectives if o.metric in result
         }
+        for key in _CURVES:
+            if key in result:
+                live.curves.setdefault(key, []).append(float(result[key]))
         value = live.history[epoch].get(self._spec.primary.metric)
         # Intermediate values exist only for single-objective studies in Optuna.
         if len(self._spec.objectives) == 1 and value is not None and math.isfinite(value):
@@ -108,7 +115,10 @@ class OptunaSearcher(Searcher):
         if live is None:
             return
         outcome = self._classify(trial_id, live, result, error)
+        outcome.diagnosis = diagnose(live.curves, diverged=bool((result or {}).get("diverged")))
         self.outcomes[trial_id] = outcome
+        live.trial.set_user_attr("diagnosis", outcome.diagnosis.label)
+        live.trial.set_user_attr("diagnosis_evidence", dict(outcome.diagnosis.evidence))
         state = getattr(optuna.trial.TrialState, outcome.state)
         live.trial.set_user_attr("reason", outcome.reason)
         live.trial.set_user_attr("epochs", outcome.epochs)

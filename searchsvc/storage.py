@@ -65,7 +65,7 @@ class StudyCounts:
     running: int = 0
     interrupted: int = 0
     diverged: int = 0
-    by_state: dict[str, int] = field(default_factory=dict)
+    diagnoses: dict[str, int] = field(default_factory=dict)  # finished trials per diagnosis
 
     @property
     def finished(self) -> int:
@@ -77,6 +77,9 @@ def count_trials(study: optuna.Study) -> StudyCounts:
     counts = StudyCounts()
     for trial in study.get_trials(deepcopy=False):
         state = trial.state
+        label = trial.user_attrs.get("diagnosis")
+        if label and not trial.user_attrs.get(INTERRUPTED):
+            counts.diagnoses[label] = counts.diagnoses.get(label, 0) + 1
         if state == optuna.trial.TrialState.COMPLETE:
             counts.complete += 1
         elif state == optuna.trial.TrialState.PRUNED:

@@ -98,6 +98,9 @@ def test_mlflow_has_one_parent_and_one_child_per_trial(finished):
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         assert {"train_loss", "val_loss", "act_std_1"} <= set(run.data.metrics)
         assert run.data.tags["searchsvc.node_ip"]
+        diagnosis = run.data.tags["searchsvc.diagnosis"]
+        assert diagnosis in {"underfit", "overfit", "healthy", "diverged"}
+        assert run.data.tags["searchsvc.advice"]
         if state == "COMPLETE":
             artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
             assert sorted(artifacts) == ["model/params.json", "model/state_dict.pt"]
@@ -169,4 +172,5 @@ def test_status_command_reads_the_counts(finished):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "complete" in proc.stdout and "best: trial" in proc.stdout
+    assert "diagnosis: " in proc.stdout
     assert json.dumps(result.paths.storage_url)[1:-1] in proc.stdout
