@@ -265,10 +265,12 @@ def _init_ray(address: str | None) -> None:
         # Trainers named 'module:object' from the user's folder must import in the workers too.
         "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}},
     }
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        # "local": always a fresh cluster of this machine's cores, never a leftover one.
+        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
 
 
 def _pythonpath() -> str:

@@ -1,0 +1,2 @@
+-- A second database for the Optuna storage, beside MLflow's, on the same server.
+CREATE DATABASE optuna;

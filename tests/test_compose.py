@@ -1,0 +1,72 @@
+"""docker-compose.yml: the topology and its safety rules, checked by parsing (no Docker engine
+here). The same topology runs for real with processes in test_multinode.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_every_service_of_the_topology_is_there(compose):
+    assert set(compose["services"]) == {"postgres", "mlflow", "ray-head", "ray-worker", "searchsvc"}
+
+
+def test_ports_are_bound_to_loopback_only(compose):
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_no_default_password_works(compose):
+    text = (REPO / "docker-compose.yml").read_text()
+    # Every use of the password must fail when it is not set (${VAR:?message}).
+    uses = re.findall(r"\$\{POSTGRES_PASSWORD[^}]*\}", text)
+    assert uses and all(u.startswith("${POSTGRES_PASSWORD:?") for u in uses)
+    assert "POSTGRES_PASSWORD=\n" in (REPO / "deploy" / "env.example").read_text()
+
+
+def test_services_start_in_order_behind_health_checks(compose):
+    services = compose["services"]
+    for name in ("postgres", "mlflow", "ray-head"):
+        assert "healthcheck" in services[name], name
+    assert services["mlflow"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["ray-head"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert services["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    assert services["searchsvc"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
+
+
+def test_mlflow_serves_artifacts_from_postgres_backed_store(compose):
+    command = compose["services"]["mlflow"]["command"]
+    assert "--serve-artifacts" in command
+    assert "--backend-store-uri postgresql+psycopg2://" in command
+    assert "mlflow-artifacts:/mlartifacts" in compose["services"]["mlflow"]["volumes"]
+
+
+def test_ray_workers_scale_and_share_trial_storage(compose):
+    worker = compose["services"]["ray-worker"]
+    assert "container_name" not in worker and "ports" not in worker  # --scale needs both absent
+    assert "ray start --address ray-head:6379" in worker["command"]
+    for name in ("ray-head", "ray-worker", "searchsvc"):
+        assert "shared:/shared" in compose["services"][name]["volumes"], name
+    env = compose["services"]["searchsvc"]["environment"]
+    assert env["SEARCHSVC_WORKDIR"].startswith("/shared/")
+    assert env["SEARCHSVC_STORAGE"].startswith("postgresql+psycopg2://")
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+
+
+def test_submit_service_runs_searchsvc_as_a_ray_driver(compose):
+    service = compose["services"]["searchsvc"]
+    entrypoint = REPO / service["entrypoint"][0].removeprefix("/app/")
+    assert entrypoint.exists() and "ray start --address" in entrypoint.read_text()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "torch==2.13.0" in dockerfile and "COPY deploy ./deploy" in dockerfile
