@@ -32,7 +32,7 @@ RAY_RESULT_KEYS = frozenset(
         "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "date",
         "done", "trial_id", "experiment_tag", "config", "checkpoint_dir_name",
         "should_checkpoint", "timesteps_total", "episodes_total", "timesteps_since_restore",
-        "epoch",
+        "epoch", "node_id",
     }
 )  # fmt: skip
 
@@ -82,9 +82,9 @@ class TrackingCallback(Callback):
             return
         if trial.trial_id not in self._node_tagged and result.get("node_ip"):
             self._node_tagged.add(trial.trial_id)
-            tags = {"node_ip": str(result["node_ip"]), "hostname": str(result.get("hostname"))}
-            for key, value in tags.items():
-                self._tracker.client.set_tag(run_id, f"searchsvc.{key}", value)
+            node = {k: result.get(k) for k in ("node_ip", "hostname", "node_id")}
+            tags = {f"searchsvc.{k}": str(v) for k, v in node.items() if v is not None}
+            self._tracker.set_trial_tags(run_id, tags)
         metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS}
         self._tracker.log_epoch(run_id, metrics, step=int(result.get("epoch", iteration)))
 

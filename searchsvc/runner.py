@@ -34,6 +34,10 @@ _RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_V2_ENABLED": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
+    # Fail fast on an unreachable tracking server: the tracker defers and retries by itself,
+    # while MLflow's own retries would stall the driver for minutes per call.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 
 
@@ -203,6 +207,9 @@ def run_study(
             if ray.is_initialized():
                 ray.shutdown()
 
+    if tracker.deferred_total:
+        console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
+    tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
     counts = count_trials(optuna_study)
     result = StudyResult(
         name=spec.name,

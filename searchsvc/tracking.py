@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import tempfile
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +40,30 @@ MODEL_DIR = "model"
 _MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
 
+_RETRY_EVERY_S = 2.0
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True when MLflow could not be reached (server down, restarting), not a bad request."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return True
+    text = str(exc)
+    return any(
+        marker in text
+        for marker in ("Connection refused", "Max retries exceeded", "failed with exception",
+                       "RemoteDisconnected", "Connection aborted", "503", "502")
+    )  # fmt: skip
+
+
 class StudyTracker:
-    """Writes a study's runs to MLflow through an explicit client (no global active run)."""
+    """Writes a study's runs to MLflow through an explicit client (no global active run).
+
+    Trial writes survive a tracking server that is down for a while: they are kept in order in
+    memory (files copied to a spool folder) and written when the server answers again, so the
+    study goes on. ``flush`` at the end waits for the server, bounded by ``wait_s``.
+    """
 
     def __init__(self, tracking_uri: str, *, artifact_location: str | None = None) -> None:
         self.tracking_uri = tracking_uri
@@ -47,6 +72,93 @@ class StudyTracker:
         self.experiment_id = ""
         self.parent_run_id = ""
         self._trial_runs: dict[int, str] = {}
+        self._pending: deque[tuple[Callable[[], None], str]] = deque()
+        self._real_ids: dict[str, str] = {}  # placeholder run id -> MLflow run id
+        self._next_try = 0.0
+        self._spool: Path | None = None
+        self.deferred_total = 0
+
+    # ----------------------------------------------------------------- deferred writes
+
+    def _run_id(self, run_id: str) -> str:
+        return self._real_ids.get(run_id, run_id)
+
+    def _write(self, op: Callable[[], None], what: str) -> None:
+        """Do ``op`` now, or queue it behind earlier deferred writes if MLflow is unreachable."""
+        if self._pending:
+            self._pending.append((op, what))
+            self.deferred_total += 1
+            self._flush_once()
+            return
+        try:
+            op()
+        except Exception as exc:
+            if not _unreachable(exc):
+                raise
+            self._pending.append((op, what))
+            self.deferred_total += 1
+            self._next_try = time.monotonic() + _RETRY_EVERY_S
+            logger.warning(
+                "MLflow at %s unreachable (%s); deferring %s and later writes until it answers",
+                self.tracking_uri, type(exc).__name__, what,
+            )  # fmt: skip
+
+    def _flush_once(self) -> bool:
+        """Write queued updates in order; returns True when nothing is left."""
+        if not self._pending:
+            return True
+        if time.monotonic() < self._next_try:
+            return False
+        written = 0
+        while self._pending:
+            op, what = self._pending[0]
+            try:
+                op()
+            except Exception as exc:
+                if not _unreachable(exc):
+                    logger.error("deferred MLflow write failed for good (%s): %s", what, exc)
+                    self._pending.popleft()
+                    continue
+                self._next_try = time.monotonic() + _RETRY_EVERY_S
+                if written:
+                    logger.warning("MLflow: wrote %d deferred updates, %d still waiting",
+                                   written, len(self._pending))  # fmt: skip
+                return False
+            self._pending.popleft()
+            written += 1
+        logger.warning("MLflow at %s answers again: wrote %d deferred updates",
+                       self.tracking_uri, written)  # fmt: skip
+        return True
+
+    def flush(self, wait_s: float = 300.0) -> None:
+        """Wait (bounded) until every deferred write is in MLflow.
+
+        Raises:
+            TrackingError: the server stayed unreachable for ``wait_s`` seconds.
+        """
+        deadline = time.monotonic() + wait_s
+        while not self._flush_once():
+            if time.monotonic() > deadline:
+                raise TrackingError(
+                    f"MLflow at {self.tracking_uri} stayed unreachable for {wait_s:.0f} s; "
+                    f"{len(self._pending)} updates were not written"
+                )
+            time.sleep(max(0.0, self._next_try - time.monotonic()))
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+            self._spool = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _spooled(self, folder: Path) -> Path:
+        """A private copy of ``folder`` that outlives the caller's temporary files."""
+        if self._spool is None:
+            self._spool = Path(tempfile.mkdtemp(prefix="searchsvc-mlflow-spool-"))
+        target = Path(tempfile.mkdtemp(dir=self._spool))
+        shutil.copytree(folder, target, dirs_exist_ok=True)
+        return target
 
     # ----------------------------------------------------------------- study
 
@@ -122,25 +234,37 @@ class StudyTracker:
     # ----------------------------------------------------------------- trials
 
     def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        """The child run of trial ``number``: created once, reused if Ray retries the trial."""
+        """The child run of trial ``number``: created once, reused if Ray retries the trial.
+
+        Returns the run id, or a placeholder that later writes resolve once MLflow answers.
+        """
         if number in self._trial_runs:
             run_id = self._trial_runs[number]
-            self.client.update_run(run_id, status="RUNNING")
+            self._write(
+                lambda: self.client.update_run(self._run_id(run_id), status="RUNNING"),
+                f"trial {number} restart",
+            )
             return run_id
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number:04d}",
-            tags={
-                TAG_PARENT: self.parent_run_id,
-                TAG_TRIAL: str(number),
-                TAG_STATE: "RUNNING",
-                **tags,
-            },
-        )
-        run_id = run.info.run_id
-        self._trial_runs[number] = run_id
-        self.client.log_batch(run_id, params=[Param(k, _short(v)) for k, v in params.items()])
-        return run_id
+        placeholder = f"pending-trial-{number}"
+        self._trial_runs[number] = placeholder
+        run_tags = {TAG_PARENT: self.parent_run_id, TAG_TRIAL: str(number), TAG_STATE: "RUNNING"}
+        run_tags.update(tags)
+        param_list = [Param(k, _short(v)) for k, v in params.items()]
+
+        def create() -> None:
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"trial-{number:04d}", tags=run_tags
+            )
+            self._real_ids[placeholder] = run.info.run_id
+            self._trial_runs[number] = run.info.run_id
+            self.client.log_batch(run.info.run_id, params=param_list)
+
+        self._write(create, f"trial {number} start")
+        return self._trial_runs[number]
+
+    def set_trial_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        batch = [RunTag(k, _short(v)) for k, v in tags.items()]
+        self._write(lambda: self.client.log_batch(self._run_id(run_id), tags=batch), "tags")
 
     def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = _now_ms()
@@ -149,25 +273,53 @@ class StudyTracker:
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
-        for start in range(0, len(batch), 1000):
-            self.client.log_batch(run_id, metrics=batch[start : start + 1000])
+
+        def write() -> None:
+            for start in range(0, len(batch), 1000):
+                self.client.log_batch(self._run_id(run_id), metrics=batch[start : start + 1000])
+
+        self._write(write, f"epoch {step} metrics")
 
     def log_files(self, run_id: str, folder: Path, artifact_path: str) -> None:
-        self.client.log_artifacts(run_id, str(folder), artifact_path)
+        def write(source: Path = folder) -> None:
+            self.client.log_artifacts(self._run_id(run_id), str(source), artifact_path)
+
+        self._write_files(write, folder, artifact_path)
 
     def log_model(self, run_id: str, state_file: Path, info: Mapping[str, Any]) -> None:
         """Store the best epoch's weights and what rebuilds the network, under ``model/``."""
         with tempfile.TemporaryDirectory(prefix="searchsvc-model-") as folder:
             target = Path(folder)
-            (target / "state_dict.pt").write_bytes(state_file.read_bytes())
+            shutil.copyfile(state_file, target / "state_dict.pt")
             (target / "params.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-            self.client.log_artifacts(run_id, folder, MODEL_DIR)
+
+            def write(source: Path = target) -> None:
+                self.client.log_artifacts(self._run_id(run_id), str(source), MODEL_DIR)
+
+            self._write_files(write, target, MODEL_DIR)
+
+    def _write_files(self, write: Callable[..., None], folder: Path, what: str) -> None:
+        if not self._pending:
+            try:
+                write()
+                return
+            except Exception as exc:
+                if not _unreachable(exc):
+                    raise
+        # The caller's folder may vanish (temporary dirs, Ray replacing checkpoints): copy it.
+        copy = self._spooled(folder)
+        self._write(lambda: write(copy), f"{what} files")
 
     def end_trial(self, run_id: str, state: str, reason: str, summary: Mapping[str, Any]) -> None:
         tags = [RunTag(TAG_STATE, state), RunTag(TAG_REASON, reason)]
         tags += [RunTag(f"searchsvc.{k}", _short(v)) for k, v in summary.items()]
-        self.client.log_batch(run_id, tags=tags)
-        self.client.set_terminated(run_id, status=_MLFLOW_STATUS.get(state, "FAILED"))
+
+        def write() -> None:
+            real = self._run_id(run_id)
+            self.client.log_batch(real, tags=tags)
+            self.client.set_terminated(real, status=_MLFLOW_STATUS.get(state, "FAILED"))
+
+        self._write(write, f"{state} of a trial")
 
     def trial_runs(self) -> dict[int, str]:
         """Trial number -> child run id, for every trial of this study in MLflow."""

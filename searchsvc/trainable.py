@@ -33,6 +33,7 @@ def make_trainable(
     """A function trainable ``(config, data)`` for ``tune.with_parameters(..., data=...)``."""
 
     def run_trial(config: dict[str, Any], data: Dataset) -> None:
+        import ray
         import torch
         from ray import tune
 
@@ -42,6 +43,8 @@ def make_trainable(
         number = int(config[TRIAL_NUMBER_KEY])
         params = {k: v for k, v in config.items() if not k.startswith("_")}
         torch.set_num_threads(max(1, int(cpus)))
+        # Which Ray node ran the trial (several nodes may share one IP address).
+        node_id = ray.get_runtime_context().get_node_id()
         trainer = resolve_trainer(trainer_ref)
 
         resume_from = None
@@ -66,7 +69,7 @@ def make_trainable(
             if epoch_report.best_state is not None:
                 best_epoch, best_state = epoch_report.epoch, epoch_report.best_state
             metrics = {k: _finite_or_nan(v) for k, v in epoch_report.metrics.items()}
-            metrics.update(epoch=epoch_report.epoch, best_epoch=best_epoch)
+            metrics.update(epoch=epoch_report.epoch, best_epoch=best_epoch, node_id=node_id)
             saves = best_state is not None or epoch_report.training_state or epoch_report.files
             if not saves:
                 tune.report(metrics)
