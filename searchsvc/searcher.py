@@ -20,6 +20,7 @@ from ray.tune.search import Searcher
 from searchsvc.diagnosis import Diagnosis, diagnose
 from searchsvc.space import suggest_params
 from searchsvc.spec import StudySpec
+from searchsvc.storage import retrying
 
 __all__ = ["OptunaSearcher", "TrialOutcome", "TRIAL_NUMBER_KEY"]
 
@@ -82,8 +83,8 @@ class OptunaSearcher(Searcher):
         return {"_spec": self._spec}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        trial = self._study.ask()
-        params = suggest_params(trial, self._spec.search_space)
+        trial = retrying(self._study.ask, "ask")
+        params = retrying(lambda: suggest_params(trial, self._spec.search_space), "suggest")
         self._live[trial_id] = _Live(trial=trial, params=params)
         return {**params, TRIAL_NUMBER_KEY: trial.number}
 
@@ -103,7 +104,7 @@ class OptunaSearcher(Searcher):
         value = live.history[epoch].get(self._spec.primary.metric)
         # Intermediate values exist only for single-objective studies in Optuna.
         if len(self._spec.objectives) == 1 and value is not None and math.isfinite(value):
-            live.trial.report(value, step=epoch)
+            retrying(lambda: live.trial.report(value, step=epoch), "report")
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -117,19 +118,23 @@ class OptunaSearcher(Searcher):
         outcome = self._classify(trial_id, live, result, error)
         outcome.diagnosis = diagnose(live.curves, diverged=bool((result or {}).get("diverged")))
         self.outcomes[trial_id] = outcome
-        live.trial.set_user_attr("diagnosis", outcome.diagnosis.label)
-        live.trial.set_user_attr("diagnosis_evidence", dict(outcome.diagnosis.evidence))
         state = getattr(optuna.trial.TrialState, outcome.state)
-        live.trial.set_user_attr("reason", outcome.reason)
-        live.trial.set_user_attr("epochs", outcome.epochs)
-        live.trial.set_user_attr("best_epoch", outcome.best_epoch)
+        attrs = {
+            "reason": outcome.reason,
+            "epochs": outcome.epochs,
+            "best_epoch": outcome.best_epoch,
+            "diagnosis": outcome.diagnosis.label,
+            "diagnosis_evidence": dict(outcome.diagnosis.evidence),
+        }
         if outcome.reason.startswith("diverged"):
-            live.trial.set_user_attr("diverged", True)
+            attrs["diverged"] = True
         try:
+            for key, value in attrs.items():
+                retrying(lambda k=key, v=value: live.trial.set_user_attr(k, v), "set_user_attr")
             if state == optuna.trial.TrialState.COMPLETE:
-                self._study.tell(live.trial, outcome.values)
+                retrying(lambda: self._study.tell(live.trial, outcome.values), "tell")
             else:
-                self._study.tell(live.trial, state=state)
+                retrying(lambda: self._study.tell(live.trial, state=state), "tell")
         except Exception:  # never let bookkeeping kill the study; the trial stays visible
             logger.exception("could not tell Optuna the outcome of trial %d", outcome.number)
 

@@ -3,19 +3,53 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 
 from searchsvc.errors import TrackingError
 from searchsvc.spec import StudySpec
 
-__all__ = ["StudyCounts", "count_trials", "open_study", "recover_interrupted", "top_trials"]
+__all__ = [
+    "StudyCounts",
+    "count_trials",
+    "open_study",
+    "recover_interrupted",
+    "retrying",
+    "top_trials",
+]
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"
+_T = TypeVar("_T")
+_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def retrying(call: Callable[[], _T], what: str) -> _T:
+    """Run a storage call, retrying when the database connection drops (about 30 s in all).
+
+    A dropped PostgreSQL connection (server restart, network blip) must not kill a study that
+    has hours of trials behind it; the engine's pool_pre_ping reconnects on the next try.
+    """
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    for attempt, pause in enumerate((*_BACKOFF_S, None), start=1):
+        try:
+            return call()
+        except (OperationalError, DBAPIError) as exc:
+            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
+            if not transient or pause is None:
+                raise
+            logger.warning(
+                "Optuna storage: %s failed (%s); retry %d in %.1f s",
+                what, str(exc).splitlines()[0][:200], attempt, pause,
+            )  # fmt: skip
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def open_study(

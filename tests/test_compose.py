@@ -18,7 +18,8 @@ def compose() -> dict:
 
 
 def test_every_service_of_the_topology_is_there(compose):
-    assert set(compose["services"]) == {"postgres", "mlflow", "ray-head", "ray-worker", "searchsvc"}
+    expected = {"postgres", "mlflow", "ray-head", "ray-worker", "searchsvc"}
+    assert set(compose["services"]) == expected
 
 
 def test_ports_are_bound_to_loopback_only(compose):

@@ -1,0 +1,63 @@
+"""The persistent Optuna study: retry on a dropped connection, recovery of orphaned trials."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from searchsvc import storage
+from searchsvc.spec import StudySpec
+from searchsvc.storage import count_trials, open_study, recover_interrupted, retrying
+from tests.conftest import base_study
+
+
+def test_dropped_connection_is_retried_until_the_call_succeeds(monkeypatch):
+    monkeypatch.setattr(storage, "_BACKOFF_S", (0.0, 0.0))
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+        return "ok"
+
+    assert retrying(flaky, "test") == "ok"
+    assert len(calls) == 3
+
+
+def test_retries_give_up_after_the_backoff_schedule(monkeypatch):
+    monkeypatch.setattr(storage, "_BACKOFF_S", (0.0, 0.0))
+
+    def down() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    with pytest.raises(OperationalError):
+        retrying(down, "test")
+
+
+def test_a_real_database_error_is_not_retried():
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+
+    with pytest.raises(IntegrityError):
+        retrying(broken, "test")
+    assert len(calls) == 1
+
+
+def test_orphaned_running_trials_become_interrupted_and_are_asked_again(tmp_path):
+    spec = StudySpec.model_validate(base_study())
+    study = open_study(spec, f"sqlite:///{tmp_path}/optuna.db")
+    done = study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1, log=True)})
+    study.tell(done, 0.5)
+    orphan = study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1, log=True)})
+    assert recover_interrupted(study) == [orphan.number]
+    counts = count_trials(study)
+    assert (counts.complete, counts.interrupted, counts.running, counts.finished) == (1, 1, 0, 1)
+    again = study.ask()
+    assert again.params == {} and study.trials[-1].system_attrs.get("fixed_params") == {
+        "lr": orphan.params["lr"]
+    }
