@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from trainers.mlp_params import MLPParams
+from trainers.mlp_params import MLPParams, default_init
 
 __all__ = [
     "HiddenBlock",
@@ -170,10 +170,18 @@ def build_mlp(p: MLPParams, n_features: int, n_classes: int) -> MLP:
 
     Hidden layers use the activation's He gain for ``he_*``; the output layer uses the same
     scheme with gain 1, since no nonlinearity follows the logits.
+
+    ``rbm`` builds with the activation's default scheme for the hidden layers and
+    ``xavier_uniform`` for the output layer: the RBM pre-training itself runs in the
+    trainer's ``fit`` (:func:`trainers.rbm.rbm_initialise`), not here, because this function
+    must stay cheap (the ensemble calls it to rebuild networks before loading their weights).
     """
     model = MLP(p, n_features, n_classes)
     gain = he_gain(p.activation, p.leaky_slope)
+    hidden_scheme = output_scheme = p.init
+    if p.init == "rbm":
+        hidden_scheme, output_scheme = default_init(p.activation), "xavier_uniform"
     for layer in model.hidden_linears():
-        init_linear(layer, p.init, gain=gain, std=p.init_std)
-    init_linear(model.output, p.init, gain=1.0, std=p.init_std)
+        init_linear(layer, hidden_scheme, gain=gain, std=p.init_std)
+    init_linear(model.output, output_scheme, gain=1.0, std=p.init_std)
     return model

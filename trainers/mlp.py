@@ -13,10 +13,14 @@ activation          relu                       sigmoid, tanh, relu, leaky_relu, 
 leaky_slope         0.01                       negative slope of leaky_relu
 maxout_pieces       2                          linear pieces per maxout unit
 init                he_normal (ReLU family,    zeros, normal, xavier_uniform, xavier_normal,
-                    maxout), xavier_uniform    he_uniform, he_normal, orthogonal; biases are
-                    (sigmoid, tanh)            zero; the output layer uses the same scheme
-                                               (gain 1 for he_*)
+                    maxout), xavier_uniform    he_uniform, he_normal, orthogonal, rbm; biases
+                    (sigmoid, tanh)            are zero; the output layer uses the same scheme
+                                               (gain 1 for he_*; xavier_uniform for rbm)
 init_std            0.01                       std of ``normal``
+rbm_epochs          3                          ``rbm``: CD epochs per layer
+rbm_lr              0.05                       ``rbm``: CD learning rate
+rbm_k               1                          ``rbm``: Gibbs steps of CD-k
+rbm_samples         10000                      ``rbm``: training samples it pre-trains on
 dropout             0                          inverted dropout after each hidden activation
 input_dropout       0                          inverted dropout on the inputs
 norm                none                       batch, layer: after the linear, before the
@@ -45,6 +49,13 @@ the L1 term), ``train_accuracy`` (of those minibatches, dropout on), ``val_loss`
 ``diverged`` (1.0, only on a diverged epoch) and the diagnostics of
 :mod:`trainers.diagnostics`. A non-finite training or validation loss ends the trial as
 ``diverged`` after reporting that epoch.
+
+``init: rbm`` pre-trains each hidden layer as a restricted Boltzmann machine (CD-k, greedy
+layer-wise, :mod:`trainers.rbm`) before the first epoch; it needs features in [0, 1]. Its
+hidden units are sigmoid units, so ``sigmoid`` is the faithful pairing; with ``tanh`` or the
+ReLU family the weights are only a starting point; maxout is rejected. Every epoch then also
+reports ``rbm_pretrain_time_s`` (the whole pre-training, wall clock, not part of
+``epoch_time_s``) and ``rbm_recon_error_1..N`` (each layer's final reconstruction error).
 """
 
 from __future__ import annotations
@@ -73,6 +84,7 @@ from trainers.diagnostics import (
 from trainers.layers import MLP, build_mlp
 from trainers.mlp_params import MLPParams, parse_params
 from trainers.optim import apply_max_norm, l1_penalty, make_optimizer, make_scheduler
+from trainers.rbm import rbm_generator, rbm_initialise
 
 __all__ = ["MLPTrainer", "batch_loss", "trainer"]
 
@@ -146,6 +158,8 @@ class MLPTrainer:
             for prefix in DIAGNOSTIC_PREFIXES
             for i in range(1, MAX_DIAGNOSED_LAYERS + 1)
         )
+        + ("rbm_pretrain_time_s",)
+        + tuple(f"rbm_recon_error_{i}" for i in range(1, MAX_DIAGNOSED_LAYERS + 1))
     )
 
     def check_params(self, params: Mapping[str, Any]) -> None:
@@ -195,6 +209,14 @@ class MLPTrainer:
         else:
             rng = _capture_rng(shuffle, dev)
         tensors = _to_tensors(data, dev)
+        # Reported with every epoch; a resumed run takes them from the state, whose weights
+        # already hold the pre-training (so it is not repeated).
+        rbm_metrics: dict[str, float] = {}
+        if p.init == "rbm" and resume_from is not None:
+            rbm_metrics = dict(resume_from.get("rbm_metrics") or {})
+        elif p.init == "rbm":
+            pretraining = rbm_initialise(model, tensors.x_train, p, rbm_generator(seed, dev))
+            rbm_metrics = pretraining.metrics()
         n_params = sum(q.numel() for q in model.parameters() if q.requires_grad)
         # Plain Python values (not numpy scalars), so the state loads with weights_only=True.
         plain_params = {
@@ -237,6 +259,7 @@ class MLPTrainer:
                 "lr": lr,
                 "n_params": float(n_params),
                 "train_time_s": train_time,
+                **rbm_metrics,
             }
             files: dict[str, bytes] = {}
             if grad_meter is not None:
@@ -255,6 +278,8 @@ class MLPTrainer:
             state = _training_state(
                 epoch, plain_params, model, optimizer, scheduler, progress, rng, finished
             )
+            if rbm_metrics:
+                state["rbm_metrics"] = rbm_metrics
             log.debug("epoch %d: %s", epoch, metrics)
             keep_going = report(
                 EpochReport(epoch, metrics, best_state, training_state=state, files=files)

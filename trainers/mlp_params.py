@@ -22,6 +22,7 @@ __all__ = [
     "OPTIMIZERS",
     "PARAM_NAMES",
     "RELU_FAMILY",
+    "default_init",
     "parse_params",
 ]
 
@@ -35,6 +36,7 @@ INITS = (
     "he_uniform",
     "he_normal",
     "orthogonal",
+    "rbm",
 )
 NORMS = ("none", "batch", "layer")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
@@ -49,6 +51,10 @@ PARAM_NAMES: tuple[str, ...] = (
     "maxout_pieces",
     "init",
     "init_std",
+    "rbm_epochs",
+    "rbm_lr",
+    "rbm_k",
+    "rbm_samples",
     "dropout",
     "input_dropout",
     "norm",
@@ -76,6 +82,8 @@ class MLPParams:
     ``init`` defaults to ``he_normal`` for the ReLU family and maxout, ``xavier_uniform`` for
     sigmoid and tanh. ``momentum`` is ``None`` when not given: 0.9 for ``momentum``/``nesterov``,
     plain RMSprop (no momentum) for ``rmsprop``; it is ignored by the other optimisers.
+    ``rbm_*`` configure the ``rbm`` init (greedy RBM pre-training, :mod:`trainers.rbm`: it
+    rejects maxout) and are ignored by the other schemes.
     """
 
     n_layers: int = 2
@@ -85,6 +93,10 @@ class MLPParams:
     maxout_pieces: int = 2
     init: str = "he_normal"
     init_std: float = 0.01
+    rbm_epochs: int = 3
+    rbm_lr: float = 0.05
+    rbm_k: int = 1
+    rbm_samples: int = 10000
     dropout: float = 0.0
     input_dropout: float = 0.0
     norm: str = "none"
@@ -119,7 +131,12 @@ def parse_params(params: Mapping[str, Any]) -> MLPParams:
     width = _int(given, "width", 256, low=1)
     widths = tuple(_int(given, f"width_{i}", width, low=1) for i in range(1, n_layers + 1))
     activation = _choice(given, "activation", "relu", ACTIVATIONS)
-    default_init = "xavier_uniform" if activation in ("sigmoid", "tanh") else "he_normal"
+    init = _choice(given, "init", default_init(activation), INITS)
+    if init == "rbm" and activation == "maxout":
+        # A maxout layer has width * pieces outputs; an RBM has one hidden unit per unit.
+        raise ValueError(
+            "init rbm pairs with sigmoid (classic), tanh or the ReLU family, not maxout"
+        )
     optimizer = _choice(given, "optimizer", "adam", OPTIMIZERS)
     momentum = _float(given, "momentum", None, low=0.0, high=1.0, high_open=True)
     if optimizer == "nesterov" and momentum == 0.0:
@@ -130,8 +147,12 @@ def parse_params(params: Mapping[str, Any]) -> MLPParams:
         activation=activation,
         leaky_slope=_float(given, "leaky_slope", 0.01, low=0.0),
         maxout_pieces=_int(given, "maxout_pieces", 2, low=1),
-        init=_choice(given, "init", default_init, INITS),
+        init=init,
         init_std=_float(given, "init_std", 0.01, low=0.0, low_open=True),
+        rbm_epochs=_int(given, "rbm_epochs", 3, low=1),
+        rbm_lr=_float(given, "rbm_lr", 0.05, low=0.0, low_open=True),
+        rbm_k=_int(given, "rbm_k", 1, low=1),
+        rbm_samples=_int(given, "rbm_samples", 10000, low=1),
         dropout=_float(given, "dropout", 0.0, low=0.0, high=1.0, high_open=True),
         input_dropout=_float(given, "input_dropout", 0.0, low=0.0, high=1.0, high_open=True),
         norm=_choice(given, "norm", "none", NORMS),
@@ -149,6 +170,11 @@ def parse_params(params: Mapping[str, Any]) -> MLPParams:
         patience=_int(given, "patience", 5, low=0),
         diagnostics=_bool(given, "diagnostics", True),
     )
+
+
+def default_init(activation: str) -> str:
+    """The ``init`` used when none is given: Xavier for sigmoid/tanh, He for the rest."""
+    return "xavier_uniform" if activation in ("sigmoid", "tanh") else "he_normal"
 
 
 def _int(given: Mapping[str, Any], key: str, default: int, *, low: int) -> int:

@@ -1,0 +1,53 @@
+"""Trainers that misbehave on purpose, for the fault tests (named as 'fault_trainers:...')."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from searchsvc.trainer import Dataset, EpochReport, FitResult, ReportFn
+from trainers.noop import NoopTrainer
+
+
+class KillOnceTrainer(NoopTrainer):
+    """The noop trainer, slowed down, whose first trial to reach epoch 2 SIGKILLs its own
+    worker process (once per ``marker`` file). A resumed trial leaves a ``resumed-*`` file."""
+
+    name = "kill_once"
+
+    def fit(
+        self,
+        params: Mapping[str, Any],
+        data: Dataset,
+        report: ReportFn,
+        *,
+        max_epochs: int,
+        seed: int,
+        device: str = "cpu",
+        resume_from: Mapping[str, Any] | None = None,
+    ) -> FitResult:
+        marker = Path(params["marker"])
+        if resume_from is not None:
+            (marker.parent / f"resumed-{os.getpid()}-{resume_from['epoch']}").touch()
+
+        def report_then_maybe_die(epoch_report: EpochReport) -> bool:
+            time.sleep(float(params.get("sleep_s", 0.2)))
+            if epoch_report.epoch == 2:
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    pass
+                else:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return report(epoch_report)
+
+        clean = {k: v for k, v in params.items() if k not in ("marker", "sleep_s")}
+        return super().fit(clean, data, report_then_maybe_die, max_epochs=max_epochs, seed=seed,
+                           device=device, resume_from=resume_from)  # fmt: skip
+
+
+kill_once = KillOnceTrainer()

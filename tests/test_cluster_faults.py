@@ -1,0 +1,207 @@
+"""Beyond one machine, for real on one machine: two Ray nodes, PostgreSQL, an MLflow server,
+and the faults clusters have (a worker killed, the driver killed, the tracking server
+restarting, the database connection dropping). Nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+from ray.cluster_utils import Cluster
+from rich.console import Console
+
+from searchsvc.loader import load_study
+from searchsvc.runner import run_study
+from tests.conftest import base_study
+from tests.servers import MlflowServer, drop_connections, postgres_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+TESTS = Path(__file__).resolve().parent
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def _digits_study(name: str, workdir: Path, *, n_trials: int, epochs: int) -> dict:
+    study = base_study(
+        name=name,
+        trainer="mlp",
+        dataset="digits",
+        objective={"metric": "val_accuracy", "mode": "max"},
+        search_space={
+            "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+            "width_1": {"type": "int", "low": 16, "high": 48},
+            "n_layers": 1,
+            "batch_size": 32,
+        },
+        scheduler="none",
+        budget={"n_trials": n_trials, "max_epochs": epochs, "max_concurrent_trials": 2},
+        workdir=str(workdir),
+    )
+    study["ensemble"] = {"enabled": False}
+    return study
+
+
+def _finished(storage: str, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+        return len(study.get_trials(deepcopy=False, states=FINISHED))
+    except Exception:  # not created yet
+        return 0
+
+
+def _wait_for(predicate, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.5)
+
+
+def _child_runs(tracking_uri: str, name: str) -> list:
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`searchsvc.trial_number` != ''"
+    )
+
+
+def test_two_nodes_postgres_and_tracking_server_survive_a_dropped_db_connection(
+    write_study, tmp_path
+):
+    with postgres_server() as pg, MlflowServer(f"{pg}/mlflow", tmp_path / "artifacts") as server:
+        storage = f"{pg}/optuna"
+        path = write_study(_digits_study("multinode", tmp_path / "w", n_trials=6, epochs=4))
+        dropped: list[int] = []
+
+        def drop_once() -> None:
+            _wait_for(lambda: _finished(storage, "multinode") >= 1)
+            dropped.append(drop_connections(pg, "optuna"))
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+        dropper = threading.Thread(target=drop_once, daemon=True)
+        dropper.start()
+        try:
+            result = run_study(
+                load_study(path), tracking_uri=server.url, storage=storage,
+                address=cluster.address, console=Console(quiet=True),
+            )  # fmt: skip
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        dropper.join(timeout=60)
+        assert dropped and dropped[0] >= 1, "the database connection was really dropped"
+
+        assert result.finished == 6 and result.complete == 6
+        final = optuna.load_study(study_name="multinode", storage=storage)
+        assert [t.state for t in final.trials].count(optuna.trial.TrialState.COMPLETE) == 6
+        runs = _child_runs(server.url, "multinode")
+        assert sorted(int(r.data.tags["searchsvc.trial_number"]) for r in runs) == list(range(6))
+        assert len({r.data.tags["searchsvc.node_id"] for r in runs}) == 2, "both nodes ran trials"
+        client = MlflowClient(server.url)
+        for run in runs:
+            assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 4
+            files = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
+            assert "model/state_dict.pt" in files
+
+
+def test_killed_worker_retries_from_its_checkpoint_with_one_mlflow_run(
+    write_study, tmp_path, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setenv("PYTHONPATH", f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    study = base_study(
+        name="kill-worker",
+        trainer="fault_trainers:kill_once",
+        scheduler="none",
+        budget={"n_trials": 4, "max_epochs": 3, "max_concurrent_trials": 2, "max_failures": 2},
+        workdir=str(tmp_path / "w"),
+    )
+    study["search_space"] = {
+        "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+        "marker": str(tmp_path / "killed"),
+    }
+    study["ensemble"] = {"enabled": False}
+    result = run_study(load_study(write_study(study)), console=Console(quiet=True))
+
+    assert (tmp_path / "killed").exists(), "a worker was killed"
+    assert list(tmp_path.glob("resumed-*-1")), "the trial resumed from its epoch-1 checkpoint"
+    assert result.finished == 4 and result.failed == 0
+    runs = _child_runs(result.paths.tracking_uri, "kill-worker")
+    numbers = Counter(r.data.tags["searchsvc.trial_number"] for r in runs)
+    assert len(numbers) == 4 and set(numbers.values()) == {1}, "one MLflow run per trial"
+    client = MlflowClient(result.paths.tracking_uri)
+    for run in runs:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps == [1, 2, 3]
+
+
+def test_killed_driver_resumes_to_exactly_the_budget(write_study, tmp_path):
+    path = write_study(_digits_study("kill-driver", tmp_path / "w", n_trials=6, epochs=10))
+    storage = f"sqlite:///{tmp_path / 'w' / 'optuna.db'}"
+    command = [sys.executable, "-m", "searchsvc", "run", str(path)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    driver = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_for(lambda: _finished(storage, "kill-driver") >= 1 or driver.poll() is not None)
+        assert driver.poll() is None, "the study ended before the driver could be killed"
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        driver.wait(timeout=60)
+    before = _finished(storage, "kill-driver")
+    assert before < 6
+
+    resumed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = optuna.load_study(study_name="kill-driver", storage=storage)
+    states = Counter(t.state for t in final.trials)
+    assert states[optuna.trial.TrialState.COMPLETE] == 6
+    assert states[optuna.trial.TrialState.RUNNING] == 0
+    runs = _child_runs(f"sqlite:///{tmp_path / 'w' / 'mlflow.db'}", "kill-driver")
+    numbers = Counter(r.data.tags["searchsvc.trial_number"] for r in runs)
+    assert set(numbers.values()) == {1}, "no trial has two MLflow runs"
+    finished_runs = [r for r in runs if r.data.tags["searchsvc.state"] == "COMPLETE"]
+    assert len(finished_runs) == 6
+    assert all(
+        r.data.tags["searchsvc.state"] == "INTERRUPTED" and r.info.status == "KILLED"
+        for r in runs
+        if r not in finished_runs
+    )
+
+
+def test_tracking_server_down_mid_study_loses_no_metric(write_study, tmp_path):
+    with MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as server:
+        path = write_study(_digits_study("server-restart", tmp_path / "w", n_trials=6, epochs=6))
+        storage = f"sqlite:///{tmp_path / 'w' / 'optuna.db'}"
+        command = [sys.executable, "-m", "searchsvc", "run", str(path),
+                   "--tracking-uri", server.url]  # fmt: skip
+        driver = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        _wait_for(lambda: _finished(storage, "server-restart") >= 1 or driver.poll() is not None)
+        server.stop()
+        time.sleep(8)
+        server.start()
+        _, stderr = driver.communicate(timeout=600)
+        assert driver.returncode == 0, stderr[-3000:]
+        assert "unreachable" in stderr and "deferring" in stderr, "the outage was noticed"
+        assert "answers again" in stderr
+
+        runs = _child_runs(server.url, "server-restart")
+        assert sorted(int(r.data.tags["searchsvc.trial_number"]) for r in runs) == list(range(6))
+        client = MlflowClient(server.url)
+        for run in runs:
+            assert run.data.tags["searchsvc.state"] == "COMPLETE"
+            history = client.get_metric_history(run.info.run_id, "val_loss")
+            assert [m.step for m in history] == list(range(1, 7))
