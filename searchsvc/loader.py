@@ -127,6 +127,9 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
     except ValueError as exc:
         return [f"search_space: trainer {spec.trainer!r} rejects it: {exc}"]
     problems = []
+    if spec.sampler.name == "grid" and spec.grid_size() <= 5000:
+        # A grid runs every combination, so check combinations, not one choice at a time.
+        return _check_grid(spec, base, check)
     variants = [
         (key, {**base, key: choice})
         for key, param in spec.search_space.items()
@@ -138,6 +141,24 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
             check(params)
         except ValueError as exc:
             problems.append(f"search_space -> {key}: trainer {spec.trainer!r} rejects it: {exc}")
+    return problems
+
+
+def _check_grid(spec: StudySpec, base: dict[str, Any], check: Any) -> list[str]:
+    import itertools
+
+    from searchsvc.space import grid_search_space
+
+    grid = grid_search_space(spec.search_space)
+    problems = []
+    for combination in itertools.product(*grid.values()):
+        chosen = dict(zip(grid, combination, strict=True))
+        try:
+            check({**base, **chosen})
+        except ValueError as exc:
+            shown = ", ".join(f"{k}={v}" for k, v in chosen.items())
+            problems.append(f"search_space: grid point ({shown}): trainer {spec.trainer!r} "
+                            f"rejects it: {exc}")  # fmt: skip
     return problems
 
 

@@ -186,3 +186,17 @@ def test_categorical_choice_the_trainer_does_not_know_is_refused(write_study):
     (line,) = _errors(write_study(study))
     assert line.split(": ", 1)[1].startswith("search_space -> activation: trainer 'mlp' rejects")
     assert "relu6" in line
+
+
+def test_grid_point_the_trainer_rejects_is_named(write_study):
+    study = base_study(
+        trainer="mlp",
+        objective={"metric": "val_accuracy", "mode": "max"},
+        sampler="grid",
+        search_space={
+            "init": {"type": "categorical", "choices": ["he_normal", "rbm"]},
+            "activation": {"type": "categorical", "choices": ["relu", "maxout"]},
+        },
+    )
+    (line,) = _errors(write_study(study))
+    assert "grid point (init=rbm, activation=maxout): trainer 'mlp' rejects it" in line
