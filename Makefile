@@ -7,7 +7,7 @@ STUDY ?= studies/mnist.yaml
 SEARCHSVC_DATA_DIR ?= $(abspath ../shared/data)
 export SEARCHSVC_DATA_DIR
 
-.PHONY: install run test lint bench
+.PHONY: install system-deps run test lint bench
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# The report test renders HTML in headless Chromium; the cluster tests use PostgreSQL's
+# server binaries (initdb, pg_ctl) and runuser. Debian packages, installed when missing.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "please install:$$missing (apt-get install$$missing)" >&2; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 run: install
 	$(BIN)/searchsvc run $(STUDY)
 
@@ -24,7 +36,7 @@ lint: install
 	$(BIN)/ruff check searchsvc trainers tests bench
 	$(BIN)/ruff format --check searchsvc trainers tests bench
 
-test: install lint
+test: install system-deps lint
 	$(BIN)/python -m pytest -q
 
 bench: install

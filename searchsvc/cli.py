@@ -130,6 +130,8 @@ def _print_summary(result, study: Path) -> None:  # noqa: ANN001 - StudyResult, 
         out.print(table)
     if result.ensemble:
         _print_ensemble(result.ensemble)
+    if result.report:
+        out.print(f"report: {result.report}", highlight=False)
     if result.interrupted:
         out.print(
             f"[yellow]interrupted[/yellow]: finished trials are kept. Resume with: "
@@ -284,3 +286,34 @@ def predict(
     )
     tmp.replace(output)  # never leave a half-written CSV behind
     err.print(f"wrote {len(labels)} predictions to {output}")
+
+
+@app.command()
+def report(
+    study: StudyArg,
+    group_by: Annotated[
+        str | None,
+        typer.Option("--group-by", help="Comma-separated params to compare groups by."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    storage: StorageOpt = None,
+    workdir: WorkdirOpt = None,
+) -> None:
+    """Write the study's HTML report and figures, and log them to its MLflow parent run."""
+    loaded = _load(study)
+    from searchsvc.paths import resolve_paths
+    from searchsvc.report import write_report
+
+    spec = loaded.spec
+    if group_by:
+        unknown = [k for k in group_by.split(",") if k not in spec.search_space]
+        if unknown:
+            raise _fail(
+                StudySpecError(f"--group-by: {', '.join(unknown)} not in search_space of {study}")
+            )
+    paths = resolve_paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    try:
+        index = write_report(spec, paths, group_by=group_by)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    out.print(f"report: {index}", highlight=False)

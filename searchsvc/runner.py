@@ -55,6 +55,7 @@ class StudyResult:
     interrupted: bool
     top: list[dict[str, Any]] = field(default_factory=list)
     ensemble: dict[str, Any] | None = None
+    report: Path | None = None
     elapsed_s: float = 0.0
 
     @property
@@ -86,6 +87,7 @@ def run_study(
     workdir: str | Path | None = None,
     console: Console | None = None,
     build_ensemble: bool = True,
+    build_report: bool = True,
 ) -> StudyResult:
     """Run (or resume) ``study`` until its budget of finished trials is reached.
 
@@ -236,6 +238,13 @@ def run_study(
         from searchsvc.study_ensemble import build_study_ensemble
 
         result.ensemble = build_study_ensemble(spec, paths, tracker, data, trainer)
+    if build_report and counts.finished:
+        from searchsvc.report import write_report
+
+        try:
+            result.report = write_report(spec, paths)
+        except Exception:  # the report is a view of stored results: never fail the study for it
+            logger.exception("could not write the study report")
     tracker.end_study("KILLED" if result.interrupted else "FINISHED")
     result.elapsed_s = time.monotonic() - started
     return result
