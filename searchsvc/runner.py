@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
+from searchsvc.errors import EnsembleError
 from searchsvc.loader import Study
 from searchsvc.paths import StudyPaths, resolve_paths
 from searchsvc.spec import StudySpec
@@ -237,7 +238,11 @@ def run_study(
     if build_ensemble and spec.ensemble.enabled and counts.complete and not result.interrupted:
         from searchsvc.study_ensemble import build_study_ensemble
 
-        result.ensemble = build_study_ensemble(spec, paths, tracker, data, trainer)
+        try:
+            result.ensemble = build_study_ensemble(spec, paths, tracker, data, trainer)
+        except EnsembleError as exc:  # the search itself succeeded; say why there is no ensemble
+            logger.warning("no ensemble: %s", exc)
+            console.print(f"no ensemble: {exc}")
     if build_report and counts.finished:
         from searchsvc.report import write_report
 

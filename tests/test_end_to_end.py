@@ -174,3 +174,30 @@ def test_status_command_reads_the_counts(finished):
     assert "complete" in proc.stdout and "best: trial" in proc.stdout
     assert "diagnosis: " in proc.stdout
     assert json.dumps(result.paths.storage_url)[1:-1] in proc.stdout
+
+
+def test_unknown_model_uri_is_a_clear_error(finished):
+    _, result = finished
+    with pytest.raises(EnsembleError, match=r"cannot load ensemble models:/no-such@champion .*"):
+        load_ensemble("models:/no-such@champion", tracking_uri=result.paths.tracking_uri)
+
+
+def test_predict_command_writes_labels_and_refuses_a_bad_array(finished, data_dir, tmp_path):
+    study_file, _ = finished
+    data = load_dataset("mnist", data_dir=data_dir)
+    images = tmp_path / "images.npy"
+    np.save(images, data.x_test[:20].reshape(20, 28, 28))
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "predict", str(study_file), str(images)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    labels = [int(line) for line in proc.stdout.split()]
+    assert len(labels) == 20 and np.mean(np.array(labels) == data.y_test[:20]) > 0.7
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.full((2, 784), np.nan, dtype=np.float32))
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "predict", str(study_file), str(bad)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "NaN" in proc.stderr and "Traceback" not in proc.stderr

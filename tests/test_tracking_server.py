@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,42 +14,17 @@ from rich.console import Console
 from searchsvc.loader import load_study
 from searchsvc.runner import run_study
 from tests.conftest import base_study
+from tests.servers import MlflowServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(proc.pid, signal.SIGTERM)
-        pytest.fail("mlflow server did not become healthy within 90 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with MlflowServer(
+        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts"
+    ) as server:
+        yield server.url
 
 
 def test_study_tracks_every_trial_on_an_http_server(mlflow_server, write_study, tmp_path):
@@ -80,3 +50,18 @@ def test_study_tracks_every_trial_on_an_http_server(mlflow_server, write_study, 
     assert "study.yaml" in artifacts
     copy = client.download_artifacts(result.parent_run_id, "study.yaml", str(tmp_path / "dl"))
     assert yaml.safe_load(Path(copy).read_text())["name"] == "over-http"
+
+
+def test_ensemble_of_a_study_without_stored_weights_is_a_clear_error(write_study, tmp_path):
+    """The noop trainer keeps no weights, so there is nothing to ensemble: say so."""
+    study = base_study(name="no-weights", budget={"n_trials": 2, "max_epochs": 1},
+                       workdir=str(tmp_path / "w"))  # fmt: skip
+    path = write_study(study)
+    result = run_study(load_study(path), console=Console(quiet=True))
+    assert result.ensemble is None and result.complete >= 1
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "ensemble", str(path)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "has no completed trial with stored weights" in proc.stderr
