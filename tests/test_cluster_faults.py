@@ -205,3 +205,22 @@ def test_tracking_server_down_mid_study_loses_no_metric(write_study, tmp_path):
             assert run.data.tags["searchsvc.state"] == "COMPLETE"
             history = client.get_metric_history(run.info.run_id, "val_loss")
             assert [m.step for m in history] == list(range(1, 7))
+
+
+def test_fractional_gpu_trials_go_to_the_gpu_node_and_fall_back_to_cpu(write_study, tmp_path):
+    """A mixed cluster: a CPU-only head and a node declaring one GPU (there is no real GPU here,
+    so CUDA is unavailable and the trainer must fall back to the CPU). gpus: 0.5 per trial puts
+    the trials on the GPU node only, two at a time."""
+    study = _digits_study("mixed-cluster", tmp_path / "w", n_trials=4, epochs=2)
+    study["resources"] = {"cpus": 1, "gpus": 0.5}
+    path = write_study(study)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    gpu_node = cluster.add_node(num_cpus=2, num_gpus=1)
+    try:
+        result = run_study(load_study(path), address=cluster.address, console=Console(quiet=True))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert result.finished == 4 and result.complete == 4
+    runs = _child_runs(result.paths.tracking_uri, "mixed-cluster")
+    assert {r.data.tags["searchsvc.node_id"] for r in runs} == {gpu_node.node_id}
