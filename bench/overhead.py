@@ -7,7 +7,11 @@ start-up, data loading, MLflow schema creation) are not spread over the trials:
 
     overhead = (T(n_long) - T(n_short)) / (n_long - n_short)
 
-Usage: python bench/overhead.py [--trials 50] [--short 10] [--concurrency 2]
+It then checks that every trial of the long study is accounted for in Optuna storage and in
+MLflow (one child run per trial).
+
+Usage: python bench/overhead.py [--trials 50] [--short 10] [--concurrency 2] [--cpus 1]
+Load check: python bench/overhead.py --trials 200 --concurrency 8 --cpus 0.25
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -26,7 +31,7 @@ from searchsvc.runner import run_study
 TARGET_S = 0.25
 
 
-def _study_file(folder: Path, n_trials: int, concurrency: int) -> Path:
+def _study_file(folder: Path, n_trials: int, concurrency: int, cpus: float) -> Path:
     spec = {
         "name": f"overhead-{n_trials}",
         "trainer": "noop",
@@ -39,6 +44,7 @@ def _study_file(folder: Path, n_trials: int, concurrency: int) -> Path:
         "sampler": "tpe",
         "scheduler": "asha",
         "budget": {"n_trials": n_trials, "max_epochs": 3, "max_concurrent_trials": concurrency},
+        "resources": {"cpus": cpus},
         "workdir": str(folder / f"work-{n_trials}"),
         "ensemble": {"enabled": False},
     }
@@ -47,11 +53,30 @@ def _study_file(folder: Path, n_trials: int, concurrency: int) -> Path:
     return path
 
 
-def _timed_run(folder: Path, n_trials: int, concurrency: int) -> tuple[float, int]:
-    study = load_study(_study_file(folder, n_trials, concurrency))
+def _timed_run(folder: Path, n_trials: int, concurrency: int, cpus: float):
+    study = load_study(_study_file(folder, n_trials, concurrency, cpus))
     started = time.perf_counter()
-    result = run_study(study, console=Console(quiet=True), build_ensemble=False)
-    return time.perf_counter() - started, result.finished
+    result = run_study(study, console=Console(quiet=True), build_ensemble=False,
+                       build_report=False)  # fmt: skip
+    return time.perf_counter() - started, result
+
+
+def _accounted(result) -> str:
+    """Trials in Optuna storage and child runs in MLflow, by state."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    study = optuna.load_study(study_name=result.name, storage=result.paths.storage_url)
+    states = Counter(t.state.name for t in study.trials)
+    client = MlflowClient(result.paths.tracking_uri)
+    experiment = client.get_experiment_by_name(result.name)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
+        max_results=5000,
+    )
+    run_states = Counter(r.data.tags.get("searchsvc.state") for r in runs)
+    return f"Optuna {dict(states)}; MLflow child runs {len(runs)} {dict(run_states)}"
 
 
 def main() -> None:
@@ -59,11 +84,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--short", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--cpus", type=float, default=1.0, help="CPUs per trial")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="searchsvc-bench-") as tmp:
         folder = Path(tmp)
-        short_s, short_n = _timed_run(folder, args.short, args.concurrency)
-        long_s, long_n = _timed_run(folder, args.trials, args.concurrency)
+        short_s, short = _timed_run(folder, args.short, args.concurrency, args.cpus)
+        long_s, long = _timed_run(folder, args.trials, args.concurrency, args.cpus)
+        accounted = _accounted(long)
+    short_n, long_n = short.finished, long.finished
     per_trial = (long_s - short_s) / (long_n - short_n)
     print(
         f"{short_n} trials: {short_s:.1f} s; {long_n} trials: {long_s:.1f} s"
@@ -74,6 +102,7 @@ def main() -> None:
         f"per-trial overhead (slope): {per_trial:.3f} s  (target <= {TARGET_S} s) "
         f"{'OK' if per_trial <= TARGET_S else 'OVER TARGET'}"
     )
+    print(f"accounted for ({long_n} trials): {accounted}")
 
 
 if __name__ == "__main__":
