@@ -4,6 +4,7 @@ prints or chooses exit codes (2: bad study file or usage, 1: any other searchsvc
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -58,6 +59,8 @@ def main(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # MLflow configures its own loggers at import (INFO by default): keep its chatter out.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 @app.command()
@@ -199,6 +202,7 @@ def status(
             f"{label}: trial {trial.number} {spec.primary.metric}={trial.values[0]:.4f} "
             f"[{trial.user_attrs.get('diagnosis', '?')}]  {params}",
             highlight=False,
+            markup=False,
         )
     out.print(f"storage: {paths.storage_url}", highlight=False)
 

@@ -768,6 +768,15 @@ def _html_summary(data: _StudyData) -> str:
         ("failed", counts.get("FAIL", 0)),
     ]
     rows += [(k.lower(), counts[k]) for k in ("INTERRUPTED", "RUNNING", "WAITING") if k in counts]
+    diagnoses: dict[str, int] = {}
+    for trial in data.trials:
+        label = trial.user_attrs.get("diagnosis")
+        if label and _state_key(trial) != "INTERRUPTED":
+            diagnoses[label] = diagnoses.get(label, 0) + 1
+    if diagnoses:
+        # The recipe: first "good on the training data?", then "good on validation data?".
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(diagnoses.items()))
+        rows.append(("diagnosis (recipe)", shown))
     if best:
         values = " / ".join(_fmt(v) for v in best[0].values)
         rows += [
@@ -781,13 +790,24 @@ def _html_summary(data: _StudyData) -> str:
     return f'<h2>Summary</h2><table class="meta">{body}</table>'
 
 
+def _diagnosis(trial: FrozenTrial) -> str:
+    """The recipe's label with the figures behind it, e.g. ``overfit (val_loss_rise=0.23)``."""
+    label = trial.user_attrs.get("diagnosis")
+    if not label:
+        return "-"
+    evidence = trial.user_attrs.get("diagnosis_evidence") or {}
+    figures = ", ".join(f"{k}={_fmt(v)}" for k, v in evidence.items())
+    return f"{label} ({figures})" if figures else label
+
+
 def _html_top(data: _StudyData) -> str:
     best = top_trials(data.study, data.spec, N_TOP) if data.study is not None else []
     rows = []
     for trial in best:
         epochs = trial.user_attrs.get("epochs", "")
         value = " / ".join(_fmt(v) for v in trial.values)
-        rows.append((trial.number, value, "COMPLETE", epochs, _params_text(trial.params)))
+        params = _params_text(trial.params)
+        rows.append((trial.number, value, "COMPLETE", epochs, _diagnosis(trial), params))
     # Fewer than N_TOP completed: fill with the pruned ones at their last report, marked so.
     pruned = [(t, _last_intermediate(t)) for t in data.with_state(TrialState.PRUNED)]
     pruned = [(t, last) for t, last in pruned if last is not None]
@@ -795,12 +815,16 @@ def _html_top(data: _StudyData) -> str:
     for trial, (step, value) in pruned[: N_TOP - len(rows)]:
         epochs = trial.user_attrs.get("epochs", step)
         text = f"{_fmt(value)} (last report, epoch {step})"
-        rows.append((trial.number, text, "PRUNED", epochs, _params_text(trial.params)))
+        rows.append(
+            (trial.number, text, "PRUNED", epochs, _diagnosis(trial), _params_text(trial.params))
+        )
     if not rows:
         return "<h2>Top trials</h2><p>No trial has a value yet.</p>"
     objectives = " / ".join(o.metric for o in data.spec.objectives)
     table = _table(
-        ["trial", f"value ({objectives})", "state", "epochs", "params"], rows, numeric={0, 1, 3}
+        ["trial", f"value ({objectives})", "state", "epochs", "diagnosis", "params"],
+        rows,
+        numeric={0, 1, 3},
     )
     return f"<h2>Top {len(rows)} trials</h2>{table}"
 

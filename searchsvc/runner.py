@@ -270,6 +270,8 @@ def _quiet_libraries() -> None:
         ("alembic", logging.WARNING),
         ("ray", logging.ERROR),
         ("ray.tune", logging.ERROR),
+        # MLflow warns that a Python-object pyfunc model is pickled: known and documented.
+        ("mlflow.pyfunc", logging.ERROR),
     ):
         logging.getLogger(name).setLevel(level)
 

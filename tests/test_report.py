@@ -131,6 +131,8 @@ def _add_trial(
             "epochs": epochs,
             "best_epoch": epochs,
             "reason": state.lower(),
+            "diagnosis": "healthy" if state == "COMPLETE" else "underfit",
+            "diagnosis_evidence": {"train_accuracy": 0.97 if state == "COMPLETE" else 0.5},
             **({INTERRUPTED: True} if state == "INTERRUPTED" else {}),
         },
         intermediate_values={i + 1: row[metric] for i, row in enumerate(curve)} if single else {},
@@ -473,3 +475,15 @@ def test_report_renders_in_headless_chromium(grid_study: Built, tmp_path: Path) 
     # images (text, tables, broken-image icons) has ~0.04% such pixels, with them ~3%.
     colourful = (pixels.max(axis=2) - pixels.min(axis=2) > 80).mean()
     assert colourful > 0.005, f"no figures visible ({colourful:.2%} coloured pixels)"
+
+
+def test_report_shows_diagnosis_counts_and_each_top_trials_diagnosis(
+    tpe_study: Built, tmp_path: Path
+) -> None:
+    index = report.write_report(tpe_study.spec, tpe_study.paths, log_to_mlflow=False)
+    page = index.read_text()
+    summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>Top")]
+    assert "diagnosis (recipe)" in summary and "healthy" in summary
+    top = page[page.index("<h2>Top") :]
+    assert "<th>diagnosis</th>" in top
+    assert "healthy (train_accuracy=0.97)" in top
