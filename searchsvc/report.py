@@ -589,6 +589,9 @@ def _fig_group_curves(data: _StudyData, groups: list[_Group], out: Path) -> _Sec
         ax.set_title(f"{name}, mean over each group's trials")
         ax.set_ylabel(_metric_label(key))
         _epoch_axis(ax)
+    # Losses of groups that learn and groups that blow up differ by orders of magnitude.
+    axes[1].set_yscale("log")
+    axes[1].set_ylabel(f"{_metric_label('train_loss')}, log scale")
     fig.legend(
         list(legend.values()), list(legend), loc="outside lower center", ncol=min(3, len(legend))
     )

@@ -127,6 +127,9 @@ class GradNormMeter:
         return {f"grad_norm_{i}": float(v) for i, v in enumerate(values, start=1)}
 
 
+_RANGES: dict[str, tuple[float, float]] = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
+
+
 def activation_histogram_png(
     outputs: Sequence[torch.Tensor], activation: str, epoch: int
 ) -> bytes | None:
@@ -159,9 +162,14 @@ def activation_histogram_png(
         ax = axes[i // ncols][i % ncols]
         values = out.detach().float().cpu().numpy().ravel()
         values = values[np.isfinite(values)]
+        # Bounded activations get their whole range, so a collapse (std 0.01: all near 0.5)
+        # or saturation (std 1: piled at 0 and 1) shows at a glance, as in the material.
+        span = _RANGES.get(activation)
         if values.size:
-            counts, edges = np.histogram(values, bins=50)
+            counts, edges = np.histogram(values, bins=50, range=span)
             ax.stairs(counts, edges, fill=True, color="tab:blue")
+        if span is not None:
+            ax.set_xlim(*span)
         ax.set_title(f"hidden layer {i + 1}")
         ax.set_xlabel("activation value")
         ax.set_ylabel("count")
