@@ -14,7 +14,7 @@ Plain rules on the per-epoch curves, with these thresholds:
 * ``overfit``: training is good, and the validation loss ended more than
   ``OVERFIT_VAL_RISE`` (10 %) above its minimum while the training loss kept falling after
   that minimum, or the final train-minus-validation accuracy gap exceeds ``OVERFIT_GAP``
-  (0.03) and grew by at least ``GAP_GROWTH`` (0.01) since the first epoch.
+  (0.03) and grew by at least ``GAP_GROWTH`` (0.01) since the epoch of lowest validation loss.
 * ``healthy``: none of the above.
 """
 
@@ -98,10 +98,15 @@ def diagnose(curves: Mapping[str, Sequence[float]], *, diverged: bool = False) -
         if rise > OVERFIT_VAL_RISE and train_loss[-1] < train_loss[best]:
             return Diagnosis("overfit", {"val_loss_rise": rise, "best_val_epoch": best + 1.0})
     if len(train_acc) >= 2 and len(val_acc) == len(train_acc):
-        gap_first = train_acc[0] - val_acc[0]
+        # Growth since the best validation epoch: epoch 1's training accuracy is averaged over
+        # a network still learning, so the gap at epoch 1 is no fair reference.
+        reference = 0
+        if len(val_loss) == len(val_acc):
+            reference = min(range(len(val_loss)), key=val_loss.__getitem__)
+        gap_then = train_acc[reference] - val_acc[reference]
         gap = train_acc[-1] - val_acc[-1]
-        if gap > OVERFIT_GAP and gap - gap_first >= GAP_GROWTH:
-            return Diagnosis("overfit", {"gap": gap, "gap_growth": gap - gap_first})
+        if gap > OVERFIT_GAP and gap - gap_then >= GAP_GROWTH:
+            return Diagnosis("overfit", {"gap": gap, "gap_growth": gap - gap_then})
     evidence = {}
     if train_acc:
         evidence["train_accuracy"] = train_acc[-1]

@@ -66,3 +66,15 @@ def test_divergence_wins_over_every_other_rule():
 
 def test_every_label_has_advice():
     assert set(ADVICE) == {"diverged", "underfit", "overfit", "healthy", "unknown"}
+
+
+def test_a_stable_gap_since_the_best_validation_epoch_is_healthy():
+    """Epoch 1's training accuracy is averaged while the network learns, so the gap grows from
+    a negative start in every run; only growth after the best validation epoch counts."""
+    curves = {
+        "train_accuracy": [0.70, 0.93, 0.96, 0.975],
+        "val_accuracy": [0.90, 0.93, 0.94, 0.94],
+        "train_loss": [0.9, 0.25, 0.15, 0.1],
+        "val_loss": [0.35, 0.25, 0.21, 0.20],
+    }
+    assert diagnose(curves).label == "healthy"
