@@ -206,13 +206,13 @@ def run_study(
             limit = spec.budget.time_budget_s
             out_of_time = limit is not None and time.monotonic() - fit_started >= limit
             interrupted = interrupted or (bool(leftover) and not out_of_time)
-            tracker.close_stale_trial_runs(live_numbers=set())
             if ray.is_initialized():
                 ray.shutdown()
+        if tracker.pending:
+            console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
+        tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
+        tracker.close_stale_trial_runs(live_numbers=set())
 
-    if tracker.deferred_total:
-        console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
-    tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
     counts = count_trials(optuna_study)
     result = StudyResult(
         name=spec.name,
