@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= studies/mnist.yaml
-SEARCHSVC_DATA_DIR ?= $(abspath ../shared/data)
+# MNIST beside the checkout (as in CI); elsewhere the product finds or downloads it itself.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)),)
+SEARCHSVC_DATA_DIR ?= $(SHARED_DATA)
 export SEARCHSVC_DATA_DIR
+endif
 
 .PHONY: install system-deps run test lint bench
 
