@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
@@ -57,6 +58,12 @@ def open_study(
 ) -> optuna.Study:
     """The study named ``spec.name`` in ``storage_url`` (created on first use)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not create and storage_url.startswith("sqlite:///"):
+        # Opening a missing SQLite file would create an empty database: say there is none.
+        if not Path(storage_url.removeprefix("sqlite:///")).exists():
+            raise TrackingError(
+                f"study {spec.name!r} has not run yet: no {storage_url.removeprefix('sqlite:///')}"
+            )
     try:
         storage = optuna.storages.RDBStorage(
             storage_url, engine_kwargs=_engine_kwargs(storage_url)

@@ -200,3 +200,14 @@ def test_grid_point_the_trainer_rejects_is_named(write_study):
     )
     (line,) = _errors(write_study(study))
     assert "grid point (init=rbm, activation=maxout): trainer 'mlp' rejects it" in line
+
+
+def test_status_of_a_study_that_never_ran_says_so_and_creates_nothing(write_study, tmp_path):
+    path = write_study(base_study(workdir=str(tmp_path / "w")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "status", str(path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "study 'unit-study' has not run yet" in proc.stderr
+    assert not (tmp_path / "w").exists()
