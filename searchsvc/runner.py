@@ -134,7 +134,7 @@ def run_study(
 
     tracker = StudyTracker(paths.tracking_uri, artifact_location=paths.artifact_location)
     parent_run_id = tracker.start_study(spec, study.text)
-    stale = tracker.close_stale_trial_runs(live_numbers=set())
+    stale = tracker.close_stale_trial_runs()
     if recovered or stale:
         console.print(
             f"resuming: {len(recovered)} interrupted trial(s) will run again; "
@@ -211,7 +211,7 @@ def run_study(
         if tracker.pending:
             console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
         tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
-        tracker.close_stale_trial_runs(live_numbers=set())
+        tracker.close_stale_trial_runs()
 
     counts = count_trials(optuna_study)
     result = StudyResult(

@@ -211,8 +211,11 @@ class StudyTracker:
             self.parent_run_id, tags=[RunTag(k, _short(v)) for k, v in tags.items()]
         )
 
-    def close_stale_trial_runs(self, live_numbers: set[int]) -> int:
-        """End child runs left RUNNING by a driver that died; returns how many."""
+    def close_stale_trial_runs(self) -> int:
+        """End child runs left RUNNING by a driver that died; returns how many.
+
+        Only one driver runs a study at a time, so outside a run every RUNNING child is stale.
+        """
         stale = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
@@ -220,16 +223,14 @@ class StudyTracker:
             ),
             max_results=10000,
         )
-        count = 0
+        tags = [
+            RunTag(TAG_STATE, "INTERRUPTED"),
+            RunTag(TAG_REASON, "the driver stopped mid-trial"),
+        ]
         for run in stale:
-            number = int(run.data.tags.get(TAG_TRIAL, -1))
-            if number in live_numbers:
-                continue
-            self.client.set_tag(run.info.run_id, TAG_STATE, "INTERRUPTED")
-            self.client.set_tag(run.info.run_id, TAG_REASON, "the driver stopped mid-trial")
+            self.client.log_batch(run.info.run_id, tags=tags)
             self.client.set_terminated(run.info.run_id, status="KILLED")
-            count += 1
-        return count
+        return len(stale)
 
     # ----------------------------------------------------------------- trials
 
