@@ -176,7 +176,7 @@ def status(
     """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
     loaded = _load(study)
     from searchsvc.paths import resolve_paths
-    from searchsvc.storage import count_trials, open_study, top_trials
+    from searchsvc.storage import BUDGET_ATTR, count_trials, open_study, top_trials
 
     spec = loaded.spec
     paths = resolve_paths(spec, storage=storage, workdir=workdir)
@@ -185,8 +185,9 @@ def status(
     except SearchsvcError as exc:
         raise _fail(exc) from None
     counts = count_trials(optuna_study)
+    budget = optuna_study.user_attrs.get(BUDGET_ATTR, spec.budget.n_trials)
     out.print(
-        f"study {spec.name}: {counts.finished}/{spec.budget.n_trials} finished  "
+        f"study {spec.name}: {counts.finished}/{budget} finished  "
         f"complete {counts.complete}  pruned {counts.pruned} (diverged {counts.diverged})  "
         f"failed {counts.failed}  running {counts.running}  interrupted {counts.interrupted}",
         highlight=False,

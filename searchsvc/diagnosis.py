@@ -5,7 +5,9 @@ data? If not, the network is not well trained (underfit): change the activation,
 adaptive learning rate, a better initialiser; do not blame overfitting. Only then: good
 results on the *validation* data? If not, it overfits: early stopping, weight decay, dropout.
 
-Plain rules on the per-epoch curves, with these thresholds:
+Plain rules on the per-epoch curves, with these default thresholds (a study overrides them in
+its ``diagnosis:`` section, e.g. a lower ``underfit_train_accuracy`` for a harder dataset such
+as Fashion-MNIST, where even the best networks of a short search train to about 0.92):
 
 * ``diverged``: the trainer reported a non-finite loss (``diverged`` metric).
 * ``underfit``: the last training accuracy is below ``UNDERFIT_TRAIN_ACCURACY`` (0.90), or,
@@ -24,7 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Diagnosis", "diagnose", "ADVICE"]
+__all__ = ["ADVICE", "Diagnosis", "Thresholds", "diagnose"]
 
 UNDERFIT_TRAIN_ACCURACY = 0.90
 MIN_LOSS_DROP = 0.10
@@ -32,6 +34,18 @@ MIN_EPOCHS = 3
 OVERFIT_VAL_RISE = 0.10
 OVERFIT_GAP = 0.03
 GAP_GROWTH = 0.01
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The numbers the rules compare against (defaults: the module constants above)."""
+
+    underfit_train_accuracy: float = UNDERFIT_TRAIN_ACCURACY
+    min_loss_drop: float = MIN_LOSS_DROP
+    overfit_val_rise: float = OVERFIT_VAL_RISE
+    overfit_gap: float = OVERFIT_GAP
+    gap_growth: float = GAP_GROWTH
+
 
 ADVICE: dict[str, str] = {
     "diverged": "lower the learning rate, clip gradients (clip_norm), use an adaptive optimiser",
@@ -67,13 +81,20 @@ def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def diagnose(curves: Mapping[str, Sequence[float]], *, diverged: bool = False) -> Diagnosis:
+def diagnose(
+    curves: Mapping[str, Sequence[float]],
+    *,
+    diverged: bool = False,
+    thresholds: Thresholds | None = None,
+) -> Diagnosis:
     """Diagnose one trial from its per-epoch curves (one value per epoch, in order).
 
     Args:
         curves: any of ``train_loss``, ``train_accuracy``, ``val_loss``, ``val_accuracy``.
         diverged: the trainer reported a non-finite loss.
+        thresholds: the rules' numbers; the documented defaults when omitted.
     """
+    limits = thresholds or Thresholds()
     train_loss = _finite(curves.get("train_loss", []))
     val_loss = _finite(curves.get("val_loss", []))
     train_acc = _finite(curves.get("train_accuracy", []))
@@ -84,18 +105,18 @@ def diagnose(curves: Mapping[str, Sequence[float]], *, diverged: bool = False) -
         return Diagnosis("unknown")
 
     # 1. Good results on the training data?
-    if train_acc and train_acc[-1] < UNDERFIT_TRAIN_ACCURACY:
+    if train_acc and train_acc[-1] < limits.underfit_train_accuracy:
         return Diagnosis("underfit", {"train_accuracy": train_acc[-1]})
     if not train_acc and len(train_loss) >= MIN_EPOCHS:
         drop = (train_loss[0] - min(train_loss)) / max(abs(train_loss[0]), 1e-12)
-        if drop < MIN_LOSS_DROP:
+        if drop < limits.min_loss_drop:
             return Diagnosis("underfit", {"train_loss_drop": drop})
 
     # 2. Good results on the validation data?
     if len(val_loss) >= 2 and len(train_loss) == len(val_loss):
         best = min(range(len(val_loss)), key=val_loss.__getitem__)
         rise = (val_loss[-1] - val_loss[best]) / max(abs(val_loss[best]), 1e-12)
-        if rise > OVERFIT_VAL_RISE and train_loss[-1] < train_loss[best]:
+        if rise > limits.overfit_val_rise and train_loss[-1] < train_loss[best]:
             return Diagnosis("overfit", {"val_loss_rise": rise, "best_val_epoch": best + 1.0})
     if len(train_acc) >= 2 and len(val_acc) == len(train_acc):
         # Growth since the best validation epoch: epoch 1's training accuracy is averaged over
@@ -105,7 +126,7 @@ def diagnose(curves: Mapping[str, Sequence[float]], *, diverged: bool = False) -
             reference = min(range(len(val_loss)), key=val_loss.__getitem__)
         gap_then = train_acc[reference] - val_acc[reference]
         gap = train_acc[-1] - val_acc[-1]
-        if gap > OVERFIT_GAP and gap - gap_then >= GAP_GROWTH:
+        if gap > limits.overfit_gap and gap - gap_then >= limits.gap_growth:
             return Diagnosis("overfit", {"gap": gap, "gap_growth": gap - gap_then})
     evidence = {}
     if train_acc:

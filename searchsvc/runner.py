@@ -104,7 +104,7 @@ def run_study(
     from searchsvc.samplers import build_sampler
     from searchsvc.schedulers import build_scheduler, stopped_trial_ids
     from searchsvc.searcher import OptunaSearcher
-    from searchsvc.storage import count_trials, open_study, recover_interrupted
+    from searchsvc.storage import BUDGET_ATTR, count_trials, open_study, recover_interrupted
     from searchsvc.tracking import StudyTracker
     from searchsvc.trainable import make_trainable
 
@@ -142,6 +142,8 @@ def run_study(
         )
     optuna_study.set_user_attr("mlflow_parent_run_id", parent_run_id)
     optuna_study.set_user_attr("mlflow_tracking_uri", paths.tracking_uri)
+    # `searchsvc status` shows progress toward the budget of the last run (--n-trials included).
+    optuna_study.set_user_attr(BUDGET_ATTR, budget)
 
     to_run = max(budget - counts.finished, 0)
     interrupted = False

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from searchsvc.diagnosis import Diagnosis, diagnose
+from searchsvc.diagnosis import Diagnosis, Thresholds, diagnose
 from searchsvc.space import suggest_params
 from searchsvc.spec import StudySpec
 from searchsvc.storage import retrying
@@ -116,7 +116,11 @@ class OptunaSearcher(Searcher):
         if live is None:
             return
         outcome = self._classify(trial_id, live, result, error)
-        outcome.diagnosis = diagnose(live.curves, diverged=bool((result or {}).get("diverged")))
+        outcome.diagnosis = diagnose(
+            live.curves,
+            diverged=bool((result or {}).get("diverged")),
+            thresholds=Thresholds(**self._spec.diagnosis.model_dump()),
+        )
         self.outcomes[trial_id] = outcome
         state = getattr(optuna.trial.TrialState, outcome.state)
         attrs = {

@@ -13,11 +13,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from searchsvc import diagnosis as diag
+
 __all__ = [
     "BudgetSpec",
     "CategoricalParam",
     "Condition",
     "DatasetSpec",
+    "DiagnosisSpec",
     "EnsembleSpec",
     "FixedParam",
     "FloatParam",
@@ -326,6 +329,20 @@ class EnsembleSpec(_Strict):
     candidates: int = Field(10, ge=1, description="how many of the best trials are candidates")
 
 
+class DiagnosisSpec(_Strict):
+    """Thresholds of the recipe diagnosis (the rules are documented in searchsvc.diagnosis)."""
+
+    # Final training accuracy below this: underfit.
+    underfit_train_accuracy: float = Field(diag.UNDERFIT_TRAIN_ACCURACY, gt=0, le=1)
+    # With no training accuracy reported: the relative train-loss drop a trial must reach.
+    min_loss_drop: float = Field(diag.MIN_LOSS_DROP, ge=0, lt=1)
+    # Validation loss this far (relative) above its minimum while training loss falls: overfit.
+    overfit_val_rise: float = Field(diag.OVERFIT_VAL_RISE, gt=0)
+    # A train-minus-validation accuracy gap above this that grew by gap_growth: overfit.
+    overfit_gap: float = Field(diag.OVERFIT_GAP, gt=0, lt=1)
+    gap_growth: float = Field(diag.GAP_GROWTH, ge=0, lt=1)
+
+
 class StudySpec(_Strict):
     """One study file."""
 
@@ -344,6 +361,7 @@ class StudySpec(_Strict):
     storage: str | None = None
     workdir: str | None = None
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    diagnosis: DiagnosisSpec = Field(default_factory=DiagnosisSpec)
 
     @field_validator("search_space", mode="before")
     @classmethod

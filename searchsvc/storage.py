@@ -15,6 +15,7 @@ from searchsvc.errors import TrackingError
 from searchsvc.spec import StudySpec
 
 __all__ = [
+    "BUDGET_ATTR",
     "StudyCounts",
     "count_trials",
     "open_study",
@@ -26,6 +27,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"
+# Study user attribute: the trial budget of the last `searchsvc run` (after --n-trials).
+BUDGET_ATTR = "budget_n_trials"
 _T = TypeVar("_T")
 _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SEARCHSVC_DATA_DIR", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("SEARCHSVC_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from searchsvc.diagnosis import ADVICE, diagnose
+from searchsvc.diagnosis import ADVICE, Thresholds, diagnose
 
 
 def test_low_training_accuracy_is_underfit_not_overfit():
@@ -78,3 +78,16 @@ def test_a_stable_gap_since_the_best_validation_epoch_is_healthy():
         "val_loss": [0.35, 0.25, 0.21, 0.20],
     }
     assert diagnose(curves).label == "healthy"
+
+
+def test_underfit_threshold_is_adjustable_for_a_harder_dataset():
+    curves = {"train_loss": [0.6, 0.45, 0.4], "train_accuracy": [0.8, 0.86, 0.88]}
+    assert diagnose(curves).label == "underfit"
+    assert diagnose(curves, thresholds=Thresholds(underfit_train_accuracy=0.85)).label == "healthy"
+
+
+def test_study_file_thresholds_default_to_the_documented_constants():
+    from searchsvc.spec import DiagnosisSpec
+
+    assert Thresholds(**DiagnosisSpec().model_dump()) == Thresholds()
+    assert Thresholds().underfit_train_accuracy == 0.90

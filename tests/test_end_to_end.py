@@ -162,6 +162,13 @@ def test_running_again_continues_the_study_without_duplicates(finished):
                       build_ensemble=False)  # fmt: skip
     assert again.finished == 7
     assert len(_children(again)[1]) == 7
+    # `status` measures progress against the budget of the last run (--n-trials), not the file's.
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "status", str(study_file)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "7/7 finished" in proc.stdout
 
 
 def test_status_command_reads_the_counts(finished):

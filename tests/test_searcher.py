@@ -83,3 +83,21 @@ def test_non_finite_objective_of_a_finished_trial_is_fail_not_stuck_running(setu
     searcher.suggest("t1")
     searcher.on_trial_complete("t1", _result(5, float("nan")))
     assert study.get_trials()[0].state == State.FAIL
+
+
+@pytest.mark.parametrize(("threshold", "label"), [(None, "underfit"), (0.85, "healthy")])
+def test_diagnosis_uses_the_study_files_thresholds(tmp_path, threshold, label):
+    overrides = {"budget": {"n_trials": 1, "max_epochs": 3}}
+    if threshold is not None:
+        overrides["diagnosis"] = {"underfit_train_accuracy": threshold}
+    spec = StudySpec.model_validate(base_study(**overrides))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="s")
+    searcher = OptunaSearcher(spec, study, set())
+    searcher.suggest("t1")
+    for epoch, (loss, acc) in enumerate([(0.6, 0.80), (0.45, 0.86), (0.4, 0.88)], start=1):
+        searcher.on_trial_result(
+            "t1",
+            _result(epoch, loss + 0.02, train_loss=loss, train_accuracy=acc, best_epoch=epoch),
+        )
+    searcher.on_trial_complete("t1", _result(3, 0.42, train_loss=0.4, train_accuracy=0.88))
+    assert study.get_trials()[0].user_attrs["diagnosis"] == label

@@ -211,3 +211,8 @@ def test_status_of_a_study_that_never_ran_says_so_and_creates_nothing(write_stud
     assert proc.returncode == 1
     assert "study 'unit-study' has not run yet" in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_diagnosis_threshold_out_of_range_names_its_key(write_study):
+    (line,) = _errors(write_study(base_study(diagnosis={"underfit_train_accuracy": 1.5})))
+    assert "diagnosis -> underfit_train_accuracy" in line
