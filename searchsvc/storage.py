@@ -38,22 +38,37 @@ def retrying(call: Callable[[], _T], what: str) -> _T:
 
     A dropped PostgreSQL connection (server restart, network blip) must not kill a study that
     has hours of trials behind it; the engine's pool_pre_ping reconnects on the next try.
+    Optuna's RDB storage wraps every SQLAlchemy error in ``StorageInternalError`` (after rolling
+    the session back), so the cause is what tells a transient failure from a real one.
     """
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
     for attempt, pause in enumerate((*_BACKOFF_S, None), start=1):
         try:
             return call()
-        except (OperationalError, DBAPIError) as exc:
-            transient = isinstance(exc, OperationalError) or exc.connection_invalidated
-            if not transient or pause is None:
+        except Exception as exc:
+            if not _is_transient(exc) or pause is None:
                 raise
+            cause = exc.__cause__ if _is_storage_internal(exc) and exc.__cause__ else exc
             logger.warning(
                 "Optuna storage: %s failed (%s); retry %d in %.1f s",
-                what, str(exc).splitlines()[0][:200], attempt, pause,
+                what, str(cause).splitlines()[0][:200], attempt, pause,
             )  # fmt: skip
             time.sleep(pause)
     raise AssertionError("unreachable")
+
+
+def _is_storage_internal(exc: BaseException) -> bool:
+    return isinstance(exc, optuna.exceptions.StorageInternalError)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A lost or refused connection (or a locked SQLite file), not a bad statement."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if _is_storage_internal(exc):
+        exc = exc.__cause__  # type: ignore[assignment]
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def open_study(

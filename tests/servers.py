@@ -72,20 +72,29 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def drop_connections(base_url: str, database: str) -> int:
-    """Terminate every open connection to ``database`` (a dropped connection, as in a blip)."""
+def drop_connections(base_url: str, database: str, *, refuse_for_s: float = 0.0) -> int:
+    """Terminate every open connection to ``database`` (a dropped connection, as in a blip).
+
+    With ``refuse_for_s``, new connections to it are refused for that long too (as while the
+    server restarts), so the next storage calls fail instead of quietly reconnecting.
+    """
     import psycopg2
 
     port = int(base_url.rsplit(":", 1)[1])
     connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
     connection.autocommit = True
     with connection.cursor() as cursor:
+        if refuse_for_s:
+            cursor.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = %s AND pid <> pg_backend_pid()",
             (database,),
         )
         (count,) = cursor.fetchone()
+        if refuse_for_s:
+            time.sleep(refuse_for_s)
+            cursor.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     connection.close()
     return int(count)
 

@@ -4,6 +4,7 @@ restarting, the database connection dropping). Nothing here is mocked."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -76,7 +77,7 @@ def _child_runs(tracking_uri: str, name: str) -> list:
 
 
 def test_two_nodes_postgres_and_tracking_server_survive_a_dropped_db_connection(
-    write_study, tmp_path
+    write_study, tmp_path, caplog
 ):
     with postgres_server() as pg, MlflowServer(f"{pg}/mlflow", tmp_path / "artifacts") as server:
         storage = f"{pg}/optuna"
@@ -85,7 +86,7 @@ def test_two_nodes_postgres_and_tracking_server_survive_a_dropped_db_connection(
 
         def drop_once() -> None:
             _wait_for(lambda: _finished(storage, "multinode") >= 1)
-            dropped.append(drop_connections(pg, "optuna"))
+            dropped.append(drop_connections(pg, "optuna", refuse_for_s=3.0))
 
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
         cluster.add_node(num_cpus=1)
@@ -101,6 +102,9 @@ def test_two_nodes_postgres_and_tracking_server_survive_a_dropped_db_connection(
             cluster.shutdown()
         dropper.join(timeout=60)
         assert dropped and dropped[0] >= 1, "the database connection was really dropped"
+        assert "Optuna storage: " in caplog.text and "; retry 1 in" in caplog.text, (
+            "storage calls failed while the database refused connections, and were retried"
+        )
 
         assert result.finished == 6 and result.complete == 6
         final = optuna.load_study(study_name="multinode", storage=storage)
@@ -151,13 +155,18 @@ def test_killed_driver_resumes_to_exactly_the_budget(write_study, tmp_path):
     storage = f"sqlite:///{tmp_path / 'w' / 'optuna.db'}"
     command = [sys.executable, "-m", "searchsvc", "run", str(path)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    driver = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    log = tmp_path / "first-driver.log"
+    with log.open("w") as sink:
+        driver = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
+                                  stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         _wait_for(lambda: _finished(storage, "kill-driver") >= 1 or driver.poll() is not None)
-        assert driver.poll() is None, "the study ended before the driver could be killed"
+        assert driver.poll() is None, (
+            f"the study ended before the driver could be killed:\n{log.read_text()[-3000:]}"
+        )
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         driver.wait(timeout=60)
     before = _finished(storage, "kill-driver")
     assert before < 6

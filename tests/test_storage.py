@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+
 import optuna
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -34,6 +37,44 @@ def test_retries_give_up_after_the_backoff_schedule(monkeypatch):
 
     with pytest.raises(OperationalError):
         retrying(down, "test")
+
+
+def test_a_locked_database_behind_optunas_storage_is_retried_until_it_frees(
+    tmp_path, monkeypatch, caplog
+):
+    # Optuna wraps SQLAlchemy's OperationalError in StorageInternalError: the real path.
+    monkeypatch.setattr(storage, "_BACKOFF_S", (0.3, 0.3, 0.3, 0.3, 0.3))
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0.05}})
+    study = optuna.create_study(storage=rdb, study_name="locked")
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1, log=True)})
+    locker = sqlite3.connect(tmp_path / "optuna.db", isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(0.5, lambda: locker.execute("COMMIT"))
+    release.start()
+    try:
+        retrying(lambda: trial.report(0.5, step=1), "report")
+    finally:
+        release.join()
+        locker.close()
+    assert study.trials[0].intermediate_values == {1: 0.5}
+    assert "Optuna storage: report failed (" in caplog.text and "locked" in caplog.text
+
+
+def test_a_bad_statement_behind_optunas_storage_is_not_retried(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/optuna.db", study_name="s")
+    calls = []
+
+    def bad() -> None:
+        calls.append(1)
+        try:
+            raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+        except IntegrityError as exc:
+            raise optuna.exceptions.StorageInternalError("commit failed") from exc
+
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        retrying(bad, "test")
+    assert len(calls) == 1 and study.trials == []
 
 
 def test_a_real_database_error_is_not_retried():
