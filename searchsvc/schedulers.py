@@ -54,8 +54,27 @@ class _MEDIAN(_StopRecorder, MedianStoppingRule):
     pass
 
 
+class _RecordingController:
+    """A TuneController seen through a scheduler: ``stop_trial`` calls are remembered."""
+
+    def __init__(self, controller: Any, stopped: set[str]) -> None:
+        self._controller = controller
+        self._stopped = stopped
+
+    def stop_trial(self, trial: Any) -> None:
+        self._stopped.add(trial.trial_id)
+        self._controller.stop_trial(trial)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
+
+
 class _HYPERBAND(_StopRecorder, HyperBandScheduler):
-    pass
+    # HyperBand also stops the *paused* losers of a halving round through the controller
+    # (``stop_trial``), not by a STOP decision; Tune then tells the searcher without a result.
+    def _process_bracket(self, tune_controller: Any, bracket: Any) -> str:
+        recording = _RecordingController(tune_controller, self.stopped_trial_ids)
+        return super()._process_bracket(recording, bracket)
 
 
 class _FIFO(_StopRecorder, FIFOScheduler):

@@ -150,8 +150,15 @@ class OptunaSearcher(Searcher):
         best_epoch = int((result or {}).get("best_epoch", 0)) or epochs
         if error:
             return TrialOutcome(number, "FAIL", reason="error in the trainer", epochs=epochs)
-        if not result or epochs == 0:
+        if epochs == 0:
             return TrialOutcome(number, "FAIL", reason="ended without reporting", epochs=epochs)
+        if not result:
+            # Stopped while paused (HyperBand's halving losers): Tune passes no result, but every
+            # epoch it ran was reported. Cut short, so PRUNED, whoever stopped it.
+            by = self._spec.scheduler.name if trial_id in self._stopped else "Tune"
+            return TrialOutcome(
+                number, "PRUNED", reason=f"stopped by {by} at epoch {epochs}", epochs=epochs
+            )
         if result.get("diverged"):
             return TrialOutcome(
                 number, "PRUNED", reason=f"diverged at epoch {epochs}", epochs=epochs

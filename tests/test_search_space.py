@@ -120,3 +120,48 @@ def test_every_scheduler_counts_epochs_on_the_primary_metric(name, cls_name):
         assert scheduler._metric == "val_loss"
         assert scheduler._time_attr == "training_iteration"
     assert stopped_trial_ids(scheduler) == set()
+
+
+class _FakeTrial:
+    def __init__(self, trial_id: str, status: str) -> None:
+        self.trial_id, self.status, self.is_saving = trial_id, status, False
+
+
+class _FakeBracket:
+    """A halving round that is due, with one paused loser and the running winner."""
+
+    def __init__(self, loser: _FakeTrial, winner: _FakeTrial) -> None:
+        self.loser, self.winner = loser, winner
+        self.is_being_processed = False
+        self.trials_to_unpause: set = set()
+
+    def cur_iter_done(self) -> bool:
+        return True
+
+    def finished(self) -> bool:
+        return False
+
+    def successive_halving(self, metric: str, op: float):
+        return [self.winner], [self.loser]
+
+    def continue_trial(self, trial: _FakeTrial) -> bool:
+        return True
+
+
+class _FakeController:
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+
+    def stop_trial(self, trial: _FakeTrial) -> None:
+        self.stopped.append(trial.trial_id)
+
+
+def test_hyperband_remembers_the_paused_losers_it_stops_through_the_controller():
+    from ray.tune.experiment import Trial
+
+    scheduler = build_scheduler(_spec(scheduler="hyperband"))
+    controller = _FakeController()
+    bracket = _FakeBracket(_FakeTrial("loser", Trial.PAUSED), _FakeTrial("winner", Trial.RUNNING))
+    scheduler._process_bracket(controller, bracket)
+    assert controller.stopped == ["loser"], "the real controller still stops the trial"
+    assert stopped_trial_ids(scheduler) == {"loser"}

@@ -101,3 +101,25 @@ def test_diagnosis_uses_the_study_files_thresholds(tmp_path, threshold, label):
         )
     searcher.on_trial_complete("t1", _result(3, 0.42, train_loss=0.4, train_accuracy=0.88))
     assert study.get_trials()[0].user_attrs["diagnosis"] == label
+
+
+def test_trial_stopped_while_paused_is_pruned_although_tune_passes_no_result(setup):
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    searcher.on_trial_result("t1", _result(1, 0.9))
+    searcher.on_trial_result("t1", _result(2, 0.8))
+    stopped.add("t1")  # HyperBand's halving loser, stopped through the controller while paused
+    searcher.on_trial_complete("t1")
+    (trial,) = study.get_trials()
+    assert trial.state == State.PRUNED
+    assert trial.intermediate_values == {1: 0.9, 2: 0.8}
+    assert trial.user_attrs["reason"] == "stopped by asha at epoch 2"
+
+
+def test_trial_that_never_reported_is_a_failure(setup):
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    searcher.on_trial_complete("t1")
+    (trial,) = study.get_trials()
+    assert trial.state == State.FAIL
+    assert trial.user_attrs["reason"] == "ended without reporting"
