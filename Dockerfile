@@ -15,5 +15,9 @@ COPY trainers ./trainers
 RUN pip install -c constraints.txt .
 COPY studies ./studies
 COPY deploy ./deploy
-RUN useradd --create-home --uid 1000 searchsvc && mkdir -p /shared && chown searchsvc /shared
+# Every volume mount point exists here, owned by the user the services run as: a fresh named
+# volume takes the owner of the image's folder, so the server and trials can write to it.
+RUN useradd --create-home --uid 1000 searchsvc \
+    && mkdir -p /shared/runs /shared/data /shared/cache /mlartifacts \
+    && chown -R searchsvc /shared /mlartifacts
 USER searchsvc

@@ -1,5 +1,5 @@
 """docker-compose.yml: the topology and its safety rules, checked by parsing (no Docker engine
-here). The same topology runs for real with processes in test_multinode.py."""
+here). The same topology runs for real with processes in test_cluster_faults.py."""
 
 from __future__ import annotations
 
@@ -71,3 +71,24 @@ def test_submit_service_runs_searchsvc_as_a_ray_driver(compose):
     assert entrypoint.exists() and "ray start --address" in entrypoint.read_text()
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and "COPY deploy ./deploy" in dockerfile
+
+
+def test_every_volume_of_the_project_image_is_a_folder_its_user_owns(compose):
+    dockerfile = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    (setup,) = [line for line in dockerfile.splitlines() if "useradd" in line]
+    made = set(re.findall(r"mkdir -p ([^&]+)", setup)[0].split())
+    owned = set(re.findall(r"chown -R searchsvc ([^&]+)", setup)[0].split())
+    for name, service in compose["services"].items():
+        if service.get("image") != "searchsvc:latest":
+            continue
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if source.startswith("."):
+                continue  # a bind mount of the checkout
+            assert any(m == target or m.startswith(f"{target}/") for m in made), (name, target)
+            assert any(target == o or target.startswith(f"{o}/") for o in owned), (name, target)
+
+
+def test_downloaded_data_is_cached_on_the_shared_volume(compose):
+    env = compose["services"]["searchsvc"]["environment"]
+    assert env["XDG_CACHE_HOME"].startswith("/shared/")
