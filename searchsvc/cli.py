@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +15,8 @@ from rich.table import Table
 
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.loader import Study, load_study
+from searchsvc.paths import StudyPaths, resolve_paths
+from searchsvc.spec import StudySpec
 
 app = typer.Typer(
     name="searchsvc",
@@ -47,6 +50,14 @@ def _fail(exc: SearchsvcError) -> typer.Exit:
 def _load(path: Path) -> Study:
     try:
         return load_study(path)
+    except StudySpecError as exc:
+        raise _fail(exc) from None
+
+
+def _paths(spec: StudySpec, **locations: Any) -> StudyPaths:
+    """The study's locations; a malformed URL is an input error (exit 2), before anything."""
+    try:
+        return resolve_paths(spec, **locations)
     except StudySpecError as exc:
         raise _fail(exc) from None
 
@@ -109,12 +120,25 @@ def run(
         )
     except SearchsvcError as exc:
         raise _fail(exc) from None
-    _print_summary(result, study)
+    # The resume hint repeats every option given: without them it would resume another study.
+    resume = ["searchsvc", "run", str(study)]
+    for flag, value in (
+        ("--n-trials", n_trials),
+        ("--tracking-uri", tracking_uri),
+        ("--storage", storage),
+        ("--address", address),
+        ("--workdir", workdir),
+    ):
+        if value is not None:
+            resume += [flag, str(value)]
+    if no_ensemble:
+        resume.append("--no-ensemble")
+    _print_summary(result, shlex.join(resume))
     if result.interrupted:
         raise typer.Exit(130)
 
 
-def _print_summary(result, study: Path) -> None:  # noqa: ANN001 - StudyResult, imported lazily
+def _print_summary(result, resume_command: str) -> None:  # noqa: ANN001 - StudyResult, lazy
     out.print(
         f"\nstudy [bold]{result.name}[/bold]: {result.finished}/{result.budget} trials finished "
         f"({result.complete} complete, {result.pruned} pruned, {result.failed} failed) "
@@ -138,7 +162,7 @@ def _print_summary(result, study: Path) -> None:  # noqa: ANN001 - StudyResult, 
     if result.interrupted:
         out.print(
             f"[yellow]interrupted[/yellow]: finished trials are kept. Resume with: "
-            f"searchsvc run {study}",
+            f"{resume_command}",
             highlight=False,
         )
     out.print(f"MLflow: {result.paths.tracking_uri}  (parent run {result.parent_run_id})")
@@ -175,11 +199,10 @@ def status(
 ) -> None:
     """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
     loaded = _load(study)
-    from searchsvc.paths import resolve_paths
     from searchsvc.storage import BUDGET_ATTR, count_trials, open_study, top_trials
 
     spec = loaded.spec
-    paths = resolve_paths(spec, storage=storage, workdir=workdir)
+    paths = _paths(spec, storage=storage, workdir=workdir)
     try:
         optuna_study = open_study(spec, paths.storage_url, create=False)
     except SearchsvcError as exc:
@@ -226,14 +249,13 @@ def ensemble(
     loaded = _load(study)
     if method not in (None, "greedy", "top_k"):
         raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))
-    from searchsvc.paths import resolve_paths
     from searchsvc.registry import resolve_trainer
     from searchsvc.runner import load_study_data
     from searchsvc.study_ensemble import build_study_ensemble
     from searchsvc.tracking import StudyTracker
 
     spec = loaded.spec
-    paths = resolve_paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    paths = _paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
     try:
         tracker = StudyTracker(paths.tracking_uri, artifact_location=paths.artifact_location)
         tracker.start_study(spec, loaded.text)
@@ -306,7 +328,6 @@ def report(
 ) -> None:
     """Write the study's HTML report and figures, and log them to its MLflow parent run."""
     loaded = _load(study)
-    from searchsvc.paths import resolve_paths
     from searchsvc.report import write_report
 
     spec = loaded.spec
@@ -316,7 +337,7 @@ def report(
             raise _fail(
                 StudySpecError(f"--group-by: {', '.join(unknown)} not in search_space of {study}")
             )
-    paths = resolve_paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    paths = _paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
     try:
         index = write_report(spec, paths, group_by=group_by)
     except SearchsvcError as exc:

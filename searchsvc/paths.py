@@ -9,10 +9,12 @@ environment (``MLFLOW_TRACKING_URI``, ``SEARCHSVC_STORAGE``, ``SEARCHSVC_WORKDIR
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from searchsvc.spec import StudySpec
+from searchsvc.errors import StudySpecError
+from searchsvc.spec import StudySpec, check_storage_url, check_tracking_uri
 
 __all__ = ["StudyPaths", "resolve_paths"]
 
@@ -45,15 +47,21 @@ def resolve_paths(
     folder = Path(base) if base else Path("runs") / spec.name
     folder = folder.expanduser().resolve()
     tracking = (
-        tracking_uri
-        or spec.tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
+        _first(
+            check_tracking_uri,
+            ("--tracking-uri", tracking_uri),
+            ("tracking_uri", spec.tracking_uri),
+            ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI")),
+        )
         or f"sqlite:///{folder / 'mlflow.db'}"
     )
     storage_url = (
-        storage
-        or spec.storage
-        or os.environ.get("SEARCHSVC_STORAGE")
+        _first(
+            check_storage_url,
+            ("--storage", storage),
+            ("storage", spec.storage),
+            ("SEARCHSVC_STORAGE", os.environ.get("SEARCHSVC_STORAGE")),
+        )
         or f"sqlite:///{folder / 'optuna.db'}"
     )
     remote = tracking.startswith(("http://", "https://", "databricks"))
@@ -65,6 +73,17 @@ def resolve_paths(
         ray_storage=folder / "ray",
         artifact_location=artifacts,
     )
+
+
+def _first(check: Callable[[str], str], *sources: tuple[str, str | None]) -> str | None:
+    """The first location given, checked; a bad one names where it came from (nothing starts)."""
+    for origin, value in sources:
+        if value:
+            try:
+                return check(value)
+            except ValueError as exc:
+                raise StudySpecError(f"{origin}: {exc}") from None
+    return None
 
 
 def _absolute_sqlite(url: str) -> str:

@@ -31,6 +31,8 @@ __all__ = [
     "SamplerSpec",
     "SchedulerSpec",
     "StudySpec",
+    "check_storage_url",
+    "check_tracking_uri",
 ]
 
 
@@ -329,6 +331,35 @@ class EnsembleSpec(_Strict):
     candidates: int = Field(10, ge=1, description="how many of the best trials are candidates")
 
 
+_TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file")
+_STORAGE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
+
+
+def _scheme(url: str) -> str | None:
+    match = re.match(r"^([A-Za-z][A-Za-z0-9]*)(\+[A-Za-z0-9_]+)?://", url)
+    return match.group(1).lower() if match else None
+
+
+def check_tracking_uri(url: str) -> str:
+    """``url`` if MLflow can track to it (a server or a database), else a ValueError."""
+    if url != "databricks" and _scheme(url) not in (*_TRACKING_SCHEMES, "databricks"):
+        raise ValueError(
+            f"not an MLflow tracking URI: {url!r}; expected one of "
+            + ", ".join(f"{s}://..." for s in _TRACKING_SCHEMES)
+        )
+    return url
+
+
+def check_storage_url(url: str) -> str:
+    """``url`` if it is a SQLAlchemy URL of a database Optuna supports, else a ValueError."""
+    if _scheme(url) not in _STORAGE_DIALECTS:
+        raise ValueError(
+            f"not a database URL for Optuna: {url!r}; expected e.g. sqlite:///optuna.db or "
+            "postgresql+psycopg2://user:password@host/db"
+        )
+    return url
+
+
 class DiagnosisSpec(_Strict):
     """Thresholds of the recipe diagnosis (the rules are documented in searchsvc.diagnosis)."""
 
@@ -362,6 +393,16 @@ class StudySpec(_Strict):
     workdir: str | None = None
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
     diagnosis: DiagnosisSpec = Field(default_factory=DiagnosisSpec)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_tracking_scheme(cls, value: str | None) -> str | None:
+        return None if value is None else check_tracking_uri(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _known_storage_dialect(cls, value: str | None) -> str | None:
+        return None if value is None else check_storage_url(value)
 
     @field_validator("search_space", mode="before")
     @classmethod

@@ -47,7 +47,8 @@ def test_ctrl_c_keeps_finished_trials_and_the_next_run_completes_the_budget(writ
     path = write_study(study)
     storage = f"sqlite:///{tmp_path / 'work' / 'optuna.db'}"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, "-m", "searchsvc", "run", str(path)]
+    options = ["--n-trials", "6", "--storage", storage]
+    command = [sys.executable, "-m", "searchsvc", "run", str(path), *options]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=tmp_path, env=env)  # fmt: skip
     deadline = time.monotonic() + 240
@@ -57,7 +58,7 @@ def test_ctrl_c_keeps_finished_trials_and_the_next_run_completes_the_budget(writ
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 130, stderr[-2000:]
-    assert f"Resume with: searchsvc run {path}" in stdout
+    assert f"Resume with: searchsvc run {path} --n-trials 6 --storage {storage}" in stdout
     assert "Traceback" not in stderr
 
     after_stop = optuna.load_study(study_name="interrupt-me", storage=storage)

@@ -216,3 +216,32 @@ def test_status_of_a_study_that_never_ran_says_so_and_creates_nothing(write_stud
 def test_diagnosis_threshold_out_of_range_names_its_key(write_study):
     (line,) = _errors(write_study(base_study(diagnosis={"underfit_train_accuracy": 1.5})))
     assert "diagnosis -> underfit_train_accuracy" in line
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("tracking_uri", "htp://127.0.0.1:5000", "not an MLflow tracking URI: 'htp://"),
+     ("storage", "postgres://u@h/db", "not a database URL for Optuna: 'postgres://")],
+)  # fmt: skip
+def test_malformed_store_url_in_the_file_names_its_key(write_study, key, value, message):
+    (line,) = _errors(write_study(base_study(**{key: value})))
+    assert f"{key}: " in line and message in line
+
+
+def test_malformed_store_url_on_the_command_line_exits_2_and_creates_nothing(
+    write_study, tmp_path
+):
+    path = write_study(base_study(workdir=str(tmp_path / "work")))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "", "PYTHONWARNINGS": "ignore"}
+    for options, origin in (
+        (["--tracking-uri", "htp://x"], "--tracking-uri"),
+        (["--storage", "optuna.db"], "--storage"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "searchsvc", "run", str(path), *options],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+        assert line.startswith(f"error: {origin}: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
