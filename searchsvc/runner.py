@@ -214,6 +214,11 @@ def run_study(
             console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
         tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
         tracker.close_stale_trial_runs()
+        if tracker.lost_writes:
+            console.print(
+                f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "
+                "the log above says which"
+            )
 
     counts = count_trials(optuna_study)
     result = StudyResult(

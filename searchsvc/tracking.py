@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -38,22 +39,30 @@ MODEL_DIR = "model"
 """Artifact folder of a child run with ``state_dict.pt`` and ``params.json`` (best epoch)."""
 
 _MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+_STATE_TAG = {"FAIL": "FAILED"}
 
 
 _RETRY_EVERY_S = 2.0
 
 
 def _unreachable(exc: BaseException) -> bool:
-    """True when MLflow could not be reached (server down, restarting), not a bad request."""
+    """True when MLflow could not be reached or answered with a server error (5xx): down,
+    restarting, or its own database away. A client error (4xx) is a bad request, not an outage.
+    """
     import requests
+    from mlflow.exceptions import RestException
 
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return True
+    if isinstance(exc, RestException) and exc.get_http_status_code() >= 500:
+        return True
     text = str(exc)
+    if re.search(r"failed with error code 5\d\d\b", text):
+        return True
     return any(
         marker in text
         for marker in ("Connection refused", "Max retries exceeded", "failed with exception",
-                       "RemoteDisconnected", "Connection aborted", "503", "502")
+                       "RemoteDisconnected", "Connection aborted")
     )  # fmt: skip
 
 
@@ -77,6 +86,7 @@ class StudyTracker:
         self._next_try = 0.0
         self._spool: Path | None = None
         self.deferred_total = 0
+        self.lost_writes = 0  # writes MLflow refused (not an outage): logged, never retried
 
     # ----------------------------------------------------------------- deferred writes
 
@@ -94,7 +104,10 @@ class StudyTracker:
             op()
         except Exception as exc:
             if not _unreachable(exc):
-                raise
+                # A write MLflow refuses must not end a study of many trials: say it and go on.
+                self.lost_writes += 1
+                logger.error("MLflow refused %s; it is not recorded: %s", what, exc)
+                return
             self._pending.append((op, what))
             self.deferred_total += 1
             self._next_try = time.monotonic() + _RETRY_EVERY_S
@@ -116,6 +129,7 @@ class StudyTracker:
                 op()
             except Exception as exc:
                 if not _unreachable(exc):
+                    self.lost_writes += 1
                     logger.error("deferred MLflow write failed for good (%s): %s", what, exc)
                     self._pending.popleft()
                     continue
@@ -312,7 +326,8 @@ class StudyTracker:
         self._write(lambda: write(copy), f"{what} files")
 
     def end_trial(self, run_id: str, state: str, reason: str, summary: Mapping[str, Any]) -> None:
-        tags = [RunTag(TAG_STATE, state), RunTag(TAG_REASON, reason)]
+        # The tag speaks MLflow's word for a failure (FAILED), Optuna's for the others.
+        tags = [RunTag(TAG_STATE, _STATE_TAG.get(state, state)), RunTag(TAG_REASON, reason)]
         tags += [RunTag(f"searchsvc.{k}", _short(v)) for k, v in summary.items()]
 
         def write() -> None:
