@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from searchsvc.searcher import TRIAL_NUMBER_KEY, OptunaSearcher, TrialOutcome
+from searchsvc.searcher import SEED_NUMBER_KEY, TRIAL_NUMBER_KEY, OptunaSearcher, TrialOutcome
 from searchsvc.spec import StudySpec
 from searchsvc.tracking import StudyTracker
 from searchsvc.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
@@ -68,9 +68,12 @@ class TrackingCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = int(trial.config[TRIAL_NUMBER_KEY])
+        seed_number = int(trial.config.get(SEED_NUMBER_KEY, number))
+        # A trial that resumes an interrupted one continues that trial's run (adopted by the
+        # runner at start-up), so MLflow keeps one run per configuration.
         self._runs[trial.trial_id] = self._tracker.start_trial(
             number,
-            {**_trial_params(trial.config), "seed": self._seed + number},
+            {**_trial_params(trial.config), "seed": self._seed + seed_number},
             tags={"ray_trial_id": trial.trial_id},
         )
 
@@ -95,6 +98,8 @@ class TrackingCallback(Callback):
         if run_id is None or checkpoint is None:
             return
         self._checkpoints[trial.trial_id] = checkpoint.path
+        epoch = int((checkpoint.get_metadata() or {}).get("epoch", 0))
+        self._searcher.note_checkpoint(trial.trial_id, checkpoint.path, epoch)
         files = Path(checkpoint.path) / CHECKPOINT_FILES
         if files.is_dir():
             self._tracker.log_files(run_id, files, "diagnostics")

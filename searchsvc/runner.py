@@ -104,7 +104,13 @@ def run_study(
     from searchsvc.samplers import build_sampler
     from searchsvc.schedulers import build_scheduler, stopped_trial_ids
     from searchsvc.searcher import OptunaSearcher
-    from searchsvc.storage import BUDGET_ATTR, count_trials, open_study, recover_interrupted
+    from searchsvc.storage import (
+        BUDGET_ATTR,
+        count_trials,
+        open_study,
+        recover_interrupted,
+        resumed_trials,
+    )
     from searchsvc.tracking import StudyTracker
     from searchsvc.trainable import make_trainable
 
@@ -135,6 +141,7 @@ def run_study(
     tracker = StudyTracker(paths.tracking_uri, artifact_location=paths.artifact_location)
     parent_run_id = tracker.start_study(spec, study.text)
     stale = tracker.close_stale_trial_runs()
+    tracker.adopt_interrupted_runs(resumed_trials(optuna_study))
     if recovered or stale:
         console.print(
             f"resuming: {len(recovered)} interrupted trial(s) will run again; "

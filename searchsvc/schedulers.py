@@ -1,6 +1,6 @@
 """Build the Ray Tune scheduler (early stopping on the validation metric) a study names.
 
-Every scheduler counts epochs (``training_iteration``: the trainable reports once per epoch)
+Every scheduler counts epochs (``epoch``: the trainable reports once per epoch)
 and records which trials it stopped, so the searcher can tell Optuna PRUNED, not COMPLETE.
 """
 
@@ -26,7 +26,9 @@ from searchsvc.spec import (
 
 __all__ = ["build_scheduler", "stopped_trial_ids"]
 
-_TIME_ATTR = "training_iteration"
+# The trainable's own epoch count, not Ray's training_iteration: a trial that resumes an
+# interrupted one from its checkpoint (after a driver restart) starts Ray's count again at 1.
+_TIME_ATTR = "epoch"
 
 
 class _StopRecorder:

@@ -20,15 +20,25 @@ from ray.tune.search import Searcher
 from searchsvc.diagnosis import Diagnosis, Thresholds, diagnose
 from searchsvc.space import suggest_params
 from searchsvc.spec import StudySpec
-from searchsvc.storage import retrying
+from searchsvc.storage import CHECKPOINT, CHECKPOINT_EPOCH, RESUME_OF, SEED_OF, retrying
 
-__all__ = ["OptunaSearcher", "TrialOutcome", "TRIAL_NUMBER_KEY"]
+__all__ = [
+    "OptunaSearcher",
+    "TrialOutcome",
+    "TRIAL_NUMBER_KEY",
+    "SEED_NUMBER_KEY",
+    "RESUME_CHECKPOINT_KEY",
+    "RESUME_OF_KEY",
+]
 
 logger = logging.getLogger(__name__)
 
-TRIAL_NUMBER_KEY = "_trial_number"
+TRIAL_NUMBER_KEY = "_trial_number"  # the Optuna trial number, to the trainable and callbacks
+SEED_NUMBER_KEY = "_seed_number"  # the trial's seed is ``seed + this`` (kept across a resume)
+RESUME_CHECKPOINT_KEY = "_resume_checkpoint"  # an interrupted trial's checkpoint folder
+RESUME_OF_KEY = "_resume_of"  # ... and that trial's number (the checkpoint's owner)
+CURVES_ATTR = "curves"  # user attribute: the diagnosis curves up to the checkpoint
 _CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-"""Config key carrying the Optuna trial number to the trainable and the callbacks."""
 
 
 @dataclass
@@ -85,8 +95,35 @@ class OptunaSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         trial = retrying(self._study.ask, "ask")
         params = retrying(lambda: suggest_params(trial, self._spec.search_space), "suggest")
-        self._live[trial_id] = _Live(trial=trial, params=params)
-        return {**params, TRIAL_NUMBER_KEY: trial.number}
+        live = _Live(trial=trial, params=params)
+        self._live[trial_id] = live
+        config = {**params, TRIAL_NUMBER_KEY: trial.number}
+        attrs = trial.user_attrs
+        config[SEED_NUMBER_KEY] = attrs.get(SEED_OF, trial.number)
+        if attrs.get(CHECKPOINT):
+            # It continues an interrupted trial from that trial's last checkpoint: its epochs
+            # up to there count as this trial's own (values to Optuna, history for the outcome).
+            done = int(attrs.get(CHECKPOINT_EPOCH, 0))
+            previous = self._study.trials[int(attrs[RESUME_OF])]
+            for step, value in sorted(previous.intermediate_values.items()):
+                if step <= done:
+                    retrying(lambda s=step, v=value: trial.report(v, step=s), "report")
+                    live.history[step] = {self._spec.primary.metric: value}
+            for key, values in previous.user_attrs.get(CURVES_ATTR, {}).items():
+                live.curves[key] = list(values[:done])
+            config[RESUME_CHECKPOINT_KEY] = attrs[CHECKPOINT]
+            config[RESUME_OF_KEY] = int(attrs[RESUME_OF])
+        return config
+
+    def note_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
+        """Remember where the trial's latest checkpoint is, so a new driver can resume it."""
+        live = self._live.get(trial_id)
+        if live is None:
+            return
+        epoch = epoch or max(live.history, default=0)
+        curves = {k: v[:epoch] for k, v in live.curves.items()}
+        for key, value in ((CHECKPOINT, path), (CHECKPOINT_EPOCH, epoch), (CURVES_ATTR, curves)):
+            retrying(lambda k=key, v=value: live.trial.set_user_attr(k, v), "set_user_attr")
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         live = self._live.get(trial_id)

@@ -16,10 +16,15 @@ from searchsvc.spec import StudySpec
 
 __all__ = [
     "BUDGET_ATTR",
+    "CHECKPOINT",
+    "CHECKPOINT_EPOCH",
+    "RESUME_OF",
+    "SEED_OF",
     "StudyCounts",
     "count_trials",
     "open_study",
     "recover_interrupted",
+    "resumed_trials",
     "retrying",
     "top_trials",
 ]
@@ -29,6 +34,11 @@ logger = logging.getLogger(__name__)
 INTERRUPTED = "interrupted"
 # Study user attribute: the trial budget of the last `searchsvc run` (after --n-trials).
 BUDGET_ATTR = "budget_n_trials"
+# Trial user attributes that carry a trial across a driver restart.
+CHECKPOINT = "checkpoint"  # the folder of the trial's latest Ray checkpoint
+CHECKPOINT_EPOCH = "checkpoint_epoch"
+RESUME_OF = "resume_of"  # the interrupted trial this one continues
+SEED_OF = "seed_of"  # the trial number the seed derives from (the first of a resumed chain)
 _T = TypeVar("_T")
 _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
@@ -155,10 +165,12 @@ def count_trials(study: optuna.Study) -> StudyCounts:
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:
-    """Mark trials left RUNNING by a driver that is gone as FAIL (interrupted).
+    """Mark trials left RUNNING by a driver that is gone as FAIL (interrupted), and ask for
+    each configuration again, to resume from the trial's last checkpoint when there is one.
 
     Only one driver runs a study at a time, so at start-up every RUNNING trial is an orphan.
-    They do not count toward the budget: their configurations are asked for again.
+    They do not count toward the budget. The new trial carries ``resume_of`` (the orphan's
+    number), the checkpoint and its epoch, and the seed origin, as user attributes.
     """
     orphans = [
         t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING
@@ -168,13 +180,27 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
         trial.set_user_attr(INTERRUPTED, True)
         trial.set_user_attr("reason", "the driver stopped mid-trial")
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+        attrs: dict[str, Any] = {
+            RESUME_OF: frozen.number,
+            SEED_OF: frozen.user_attrs.get(SEED_OF, frozen.number),
+        }
+        checkpoint = frozen.user_attrs.get(CHECKPOINT)
+        if checkpoint and Path(checkpoint).is_dir():
+            attrs[CHECKPOINT] = checkpoint
+            attrs[CHECKPOINT_EPOCH] = frozen.user_attrs.get(CHECKPOINT_EPOCH, 0)
         # Ask for the same configuration again, so the budget is spent as the sampler chose.
-        study.enqueue_trial(frozen.params, skip_if_exists=False)
+        study.enqueue_trial(frozen.params, user_attrs=attrs, skip_if_exists=False)
     if orphans:
         logger.info(
             "recovered %d interrupted trial(s): %s", len(orphans), [t.number for t in orphans]
         )
     return [t.number for t in orphans]
+
+
+def resumed_trials(study: optuna.Study) -> dict[int, int]:
+    """Interrupted trial number -> the number of the waiting trial that resumes it."""
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return {t.user_attrs[RESUME_OF]: t.number for t in waiting if RESUME_OF in t.user_attrs}
 
 
 def top_trials(study: optuna.Study, spec: StudySpec, n: int) -> list[optuna.trial.FrozenTrial]:

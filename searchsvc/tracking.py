@@ -33,6 +33,7 @@ TAG_STUDY = "searchsvc.study"
 TAG_ROLE = "searchsvc.role"
 TAG_TRIAL = "searchsvc.trial_number"
 TAG_STATE = "searchsvc.state"
+TAG_RESUMED_FROM = "searchsvc.resumed_from_trial"
 TAG_REASON = "searchsvc.reason"
 TAG_PARENT = "mlflow.parentRunId"
 MODEL_DIR = "model"
@@ -246,6 +247,29 @@ class StudyTracker:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(stale)
 
+    def adopt_interrupted_runs(self, resumed: Mapping[int, int]) -> int:
+        """Hand each interrupted trial's run to the trial that resumes it; returns how many.
+
+        ``resumed`` maps an interrupted trial number to its successor's. The run is retagged
+        with the new number, and ``start_trial`` continues it: one MLflow run per configuration,
+        its epochs in one history. A run already handed on (a driver that died twice before
+        the successor started) is found under the successor's number.
+        """
+        if not resumed:
+            return 0
+        runs = self.trial_runs()
+        adopted = 0
+        for old, new in resumed.items():
+            run_id = runs.get(new) or runs.get(old)
+            if run_id is None:
+                continue
+            tags = [RunTag(TAG_TRIAL, str(new)), RunTag(TAG_RESUMED_FROM, str(old))]
+            self.client.log_batch(run_id, tags=tags)
+            self._trial_runs[new] = run_id
+            adopted += 1
+        logger.info("continuing %d interrupted trial run(s) in MLflow", adopted)
+        return adopted
+
     # ----------------------------------------------------------------- trials
 
     def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
@@ -255,10 +279,12 @@ class StudyTracker:
         """
         if number in self._trial_runs:
             run_id = self._trial_runs[number]
-            self._write(
-                lambda: self.client.update_run(self._run_id(run_id), status="RUNNING"),
-                f"trial {number} restart",
-            )
+
+            def restart() -> None:
+                self.client.log_batch(self._run_id(run_id), tags=[RunTag(TAG_STATE, "RUNNING")])
+                self.client.update_run(self._run_id(run_id), status="RUNNING")
+
+            self._write(restart, f"trial {number} restart")
             return run_id
         placeholder = f"pending-trial-{number}"
         self._trial_runs[number] = placeholder

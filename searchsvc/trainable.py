@@ -38,9 +38,15 @@ def make_trainable(
         from ray import tune
 
         from searchsvc.registry import resolve_trainer
-        from searchsvc.searcher import TRIAL_NUMBER_KEY
+        from searchsvc.searcher import (
+            RESUME_CHECKPOINT_KEY,
+            RESUME_OF_KEY,
+            SEED_NUMBER_KEY,
+            TRIAL_NUMBER_KEY,
+        )
 
         number = int(config[TRIAL_NUMBER_KEY])
+        seed_number = int(config.get(SEED_NUMBER_KEY, number))
         params = {k: v for k, v in config.items() if not k.startswith("_")}
         torch.set_num_threads(max(1, int(cpus)))
         # Which Ray node ran the trial (several nodes may share one IP address).
@@ -51,12 +57,21 @@ def make_trainable(
         best_epoch = 0
         best_state = None
         checkpoint = tune.get_checkpoint()
+        owner = number
+        if checkpoint is None and config.get(RESUME_CHECKPOINT_KEY):
+            # This trial continues one a dead driver left unfinished, from its last checkpoint.
+            folder = Path(config[RESUME_CHECKPOINT_KEY])
+            if (folder / CHECKPOINT_STATE).exists():
+                checkpoint = tune.Checkpoint.from_directory(str(folder))
+                owner = int(config[RESUME_OF_KEY])
+            else:
+                logger.warning("trial %d: checkpoint %s is gone; starting afresh", number, folder)
         if checkpoint is not None:
             with checkpoint.as_directory() as folder:
                 state_file = Path(folder) / CHECKPOINT_STATE
                 state = torch.load(state_file, weights_only=False) if state_file.exists() else {}
                 # A reused actor can still hold the previous trial's checkpoint: check the owner.
-                if state.get("_searchsvc_trial") == number:
+                if state.get("_searchsvc_trial") == owner:
                     resume_from = state
                     best_epoch = int(state.get("_searchsvc_best_epoch", 0))
                     best_file = Path(folder) / CHECKPOINT_BEST
@@ -90,7 +105,10 @@ def make_trainable(
                     files.mkdir()
                     for name, content in epoch_report.files.items():
                         (files / name).write_bytes(content)
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+                saved = tune.Checkpoint.from_directory(folder)
+                # The epoch lets a new driver resume the trial exactly here (see callbacks).
+                saved.set_metadata({"epoch": epoch_report.epoch})
+                tune.report(metrics, checkpoint=saved)
             return True
 
         trainer.fit(
@@ -98,7 +116,7 @@ def make_trainable(
             data,
             report,
             max_epochs=max_epochs,
-            seed=seed + number,
+            seed=seed + seed_number,
             device=_device(),
             resume_from=resume_from,
         )

@@ -60,12 +60,12 @@ def _finished(storage: str, name: str) -> int:
         return 0
 
 
-def _wait_for(predicate, timeout: float = 240.0) -> None:
+def _wait_for(predicate, timeout: float = 240.0, interval: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             pytest.fail("condition not reached in time")
-        time.sleep(0.5)
+        time.sleep(interval)
 
 
 def _child_runs(tracking_uri: str, name: str) -> list:
@@ -150,8 +150,19 @@ def test_killed_worker_retries_from_its_checkpoint_with_one_mlflow_run(
         assert steps == [1, 2, 3]
 
 
+def _mid_trial_checkpoint(storage: str, name: str, epochs: int) -> bool:
+    """A trial is running with a checkpoint past its first epoch and before its last."""
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except Exception:  # not created yet
+        return False
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return any(2 <= t.user_attrs.get("checkpoint_epoch", 0) < epochs - 1 for t in running)
+
+
 def test_killed_driver_resumes_to_exactly_the_budget(write_study, tmp_path):
-    path = write_study(_digits_study("kill-driver", tmp_path / "w", n_trials=6, epochs=10))
+    epochs = 20
+    path = write_study(_digits_study("kill-driver", tmp_path / "w", n_trials=6, epochs=epochs))
     storage = f"sqlite:///{tmp_path / 'w' / 'optuna.db'}"
     command = [sys.executable, "-m", "searchsvc", "run", str(path)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -160,7 +171,16 @@ def test_killed_driver_resumes_to_exactly_the_budget(write_study, tmp_path):
         driver = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True,
                                   stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        _wait_for(lambda: _finished(storage, "kill-driver") >= 1 or driver.poll() is not None)
+        _wait_for(
+            lambda: (
+                (
+                    _finished(storage, "kill-driver") >= 1
+                    and _mid_trial_checkpoint(storage, "kill-driver", epochs)
+                )
+                or driver.poll() is not None
+            ),
+            interval=0.1,
+        )
         assert driver.poll() is None, (
             f"the study ended before the driver could be killed:\n{log.read_text()[-3000:]}"
         )
@@ -178,16 +198,31 @@ def test_killed_driver_resumes_to_exactly_the_budget(write_study, tmp_path):
     states = Counter(t.state for t in final.trials)
     assert states[optuna.trial.TrialState.COMPLETE] == 6
     assert states[optuna.trial.TrialState.RUNNING] == 0
+    interrupted = [t for t in final.trials if t.user_attrs.get("interrupted")]
+    assert interrupted, "the kill left a trial mid-way"
+    successors = {
+        t.user_attrs["resume_of"]: t for t in final.trials if "resume_of" in t.user_attrs
+    }
+    assert sorted(successors) == sorted(t.number for t in interrupted)
+    # Resumed from its checkpoint: the successor owns every epoch's value, once.
+    for trial in successors.values():
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert sorted(trial.intermediate_values) == list(range(1, epochs + 1))
+
     runs = _child_runs(f"sqlite:///{tmp_path / 'w' / 'mlflow.db'}", "kill-driver")
-    numbers = Counter(r.data.tags["searchsvc.trial_number"] for r in runs)
-    assert set(numbers.values()) == {1}, "no trial has two MLflow runs"
-    finished_runs = [r for r in runs if r.data.tags["searchsvc.state"] == "COMPLETE"]
-    assert len(finished_runs) == 6
-    assert all(
-        r.data.tags["searchsvc.state"] == "INTERRUPTED" and r.info.status == "KILLED"
-        for r in runs
-        if r not in finished_runs
+    assert len(runs) == 6, "one MLflow run per finished trial: interrupted runs were continued"
+    numbers = Counter(int(r.data.tags["searchsvc.trial_number"]) for r in runs)
+    assert sorted(numbers) == sorted(
+        t.number for t in final.trials if t.state == optuna.trial.TrialState.COMPLETE
     )
+    assert all(r.data.tags["searchsvc.state"] == "COMPLETE" for r in runs)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'w' / 'mlflow.db'}")
+    continued = [r for r in runs if "searchsvc.resumed_from_trial" in r.data.tags]
+    assert continued, "an interrupted trial's run was continued"
+    for run in continued:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert sorted(set(steps)) == list(range(1, epochs + 1))
+        assert len(steps) <= epochs + 1, "at most the epoch of the kill is logged twice"
 
 
 def test_tracking_server_down_mid_study_loses_no_metric(write_study, tmp_path):

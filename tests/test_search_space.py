@@ -118,7 +118,7 @@ def test_every_scheduler_counts_epochs_on_the_primary_metric(name, cls_name):
     assert cls_name in [c.__name__ for c in type(scheduler).__mro__]
     if name != "none":
         assert scheduler._metric == "val_loss"
-        assert scheduler._time_attr == "training_iteration"
+        assert scheduler._time_attr == "epoch"
     assert stopped_trial_ids(scheduler) == set()
 
 

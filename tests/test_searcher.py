@@ -123,3 +123,27 @@ def test_trial_that_never_reported_is_a_failure(setup):
     (trial,) = study.get_trials()
     assert trial.state == State.FAIL
     assert trial.user_attrs["reason"] == "ended without reporting"
+
+
+def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup, tmp_path):
+    from searchsvc.searcher import RESUME_CHECKPOINT_KEY, RESUME_OF_KEY, SEED_NUMBER_KEY
+    from searchsvc.storage import recover_interrupted, resumed_trials
+
+    spec, study, stopped, searcher = setup
+    searcher.suggest("t1")
+    for epoch in (1, 2, 3):
+        searcher.on_trial_result(
+            "t1", _result(epoch, 1.0 / epoch, train_loss=2.0 / epoch, best_epoch=epoch)
+        )
+    checkpoint = tmp_path / "checkpoint_000001"
+    checkpoint.mkdir()
+    searcher.note_checkpoint("t1", str(checkpoint), 2)  # epoch 3 ran, its checkpoint was lost
+    # The driver dies here. A new one recovers the orphan and asks for it again.
+    assert recover_interrupted(study) == [0]
+    assert resumed_trials(study) == {0: 1}
+    config = OptunaSearcher(spec, study, set()).suggest("t2")
+    assert config[RESUME_CHECKPOINT_KEY] == str(checkpoint) and config[RESUME_OF_KEY] == 0
+    assert config[SEED_NUMBER_KEY] == 0, "the seed stays the first trial's"
+    successor = study.trials[1]
+    assert successor.intermediate_values == {1: 1.0, 2: 0.5}, "epochs up to the checkpoint"
+    assert study.trials[0].state == State.FAIL and study.trials[0].user_attrs["interrupted"]
