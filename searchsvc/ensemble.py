@@ -14,6 +14,11 @@ as its ``members`` artifact)::
     <dir>/member_000_trial_12/state_dict.pt # torch.save(state_dict); loaded weights_only=True
     <dir>/member_000_trial_12/params.json   # the trial params (a copy, for humans)
     <dir>/member_001_trial_7/...
+
+Prediction refuses integer features and, when the manifest records the range of the training
+features (``feature_range``), float features far outside it: the networks were trained on
+scaled features (MNIST pixels / 255 in [0, 1]), and raw 0-255 pixels would give confident,
+wrong answers without any error.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "Ensemble",
+    "FEATURE_RANGE_MARGIN",
     "Member",
     "TrainerResolver",
+    "feature_range_of",
     "load_members_dir",
     "read_manifest",
     "member_val_probs",
@@ -62,6 +69,11 @@ MANIFEST_VERSION = 1
 
 TrainerResolver = Callable[[str], Trainer]
 """Maps a trainer reference (``mlp`` or ``module:object``) to a trainer object."""
+
+FEATURE_RANGE_MARGIN = 0.5
+"""Slack around the training features' range, as a fraction of its width, before input is
+refused: unseen samples may go a little past the training extremes, while unscaled pixels
+(0-255 against [0, 1]) are hundreds of widths away."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,12 +228,85 @@ def _check_batch_size(batch_size: int) -> int:
     return int(batch_size)
 
 
-def _validate_input(x: Any, n_features: int) -> np.ndarray:
+def feature_range_of(*arrays: np.ndarray | None) -> tuple[float, float]:
+    """The smallest and largest value over ``arrays`` (``None`` entries skipped).
+
+    What an ensemble records as the range of its training features (see :class:`Ensemble`).
+
+    Raises:
+        EnsembleError: no non-empty array, or a value is not finite.
+    """
+    present = [np.asarray(a) for a in arrays if a is not None and np.asarray(a).size]
+    if not present:
+        raise EnsembleError("feature_range_of needs at least one non-empty array")
+    low = min(float(np.min(a)) for a in present)
+    high = max(float(np.max(a)) for a in present)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise EnsembleError(f"training features are not finite: range [{low}, {high}]")
+    return low, high
+
+
+def _check_feature_range(value: Any, where: str) -> tuple[float, float] | None:
+    """``(min, max)`` as floats, ``None`` kept; raises EnsembleError naming ``where``."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        value = (value.get("min"), value.get("max"))
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise EnsembleError(
+            f"{where}: feature_range must be (min, max) numbers; got {value!r}"
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise EnsembleError(
+            f"{where}: feature_range must be finite with min <= max; got [{low}, {high}]"
+        )
+    return low, high
+
+
+def _accepted_range(feature_range: tuple[float, float]) -> tuple[float, float]:
+    """The input range accepted for training features spanning ``feature_range``."""
+    low, high = feature_range
+    # The absolute term keeps a (degenerate) zero-width range from refusing rounding noise.
+    margin = FEATURE_RANGE_MARGIN * (high - low) + 1e-6 * max(1.0, abs(low), abs(high))
+    return low - margin, high + margin
+
+
+def _fmt_range(low: float, high: float) -> str:
+    return f"[{low:.4g}, {high:.4g}]"
+
+
+def _integer_input_error(dtype: np.dtype, feature_range: tuple[float, float] | None) -> str:
+    """The one-line message for integer features: the networks never saw unscaled values."""
+    trained = (
+        f"the training features spanned {_fmt_range(*feature_range)}"
+        if feature_range is not None
+        else "MNIST and uint8 .npz pixels were divided by 255 into [0, 1]"
+    )
+    if dtype == np.uint8:
+        how = "if these are 0-255 pixels, pass x.astype(np.float32) / 255"
+    else:
+        how = "convert with x.astype(np.float32) after scaling as the training data was"
+    return (
+        f"expected float features scaled like the training data ({trained}); got {dtype} "
+        f"input - {how}"
+    )
+
+
+def _validate_input(
+    x: Any, n_features: int, feature_range: tuple[float, float] | None = None
+) -> np.ndarray:
     """Turns model input into a C-contiguous float32 (n, n_features) array or raises.
 
     Accepts numpy arrays, torch tensors and anything ``np.asarray`` understands (e.g. a pandas
-    DataFrame of numeric columns). ``(n, *image_shape)`` input is flattened when the trailing
-    dimensions hold exactly ``n_features`` values.
+    DataFrame of numeric columns), of a float dtype. ``(n, *image_shape)`` input is flattened
+    when the trailing dimensions hold exactly ``n_features`` values.
+
+    Integer dtypes are refused: the networks were trained on scaled float features, so raw
+    uint8 pixels (0-255) would be accepted and silently mispredicted. With ``feature_range``
+    (the training features' min and max), float input whose values lie far outside it (see
+    :data:`FEATURE_RANGE_MARGIN`) is refused for the same reason.
     """
     if isinstance(x, torch.Tensor):
         t = x.detach()
@@ -234,10 +319,10 @@ def _validate_input(x: Any, n_features: int) -> np.ndarray:
         arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise EnsembleError(f"input cannot be read as an array: {exc}") from None
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise EnsembleError(f"input must be numeric (integer or float); got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.integer):
+        raise EnsembleError(_integer_input_error(arr.dtype, feature_range))
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise EnsembleError(f"input must be float features; got dtype {arr.dtype}")
     if arr.size == 0:
         raise EnsembleError(f"input is empty: shape {arr.shape}")
     if arr.ndim < 2:
@@ -254,22 +339,40 @@ def _validate_input(x: Any, n_features: int) -> np.ndarray:
         arr = arr.reshape(arr.shape[0], n_features)
     elif arr.shape[1] != n_features:
         raise EnsembleError(f"wrong number of features: expected {n_features}, got {arr.shape[1]}")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():  # one pass in the common case; count only on failure
-            n_nan = int(np.isnan(arr).sum())
-            n_inf = int(np.isinf(arr).sum())
-            raise EnsembleError(
-                f"input contains {n_nan} NaN and {n_inf} inf values; all values must be finite"
-            )
-        if arr.dtype.itemsize > 4:
-            # float64 values beyond float32's range would silently become inf in the cast.
-            n_big = int((np.abs(arr) > np.finfo(np.float32).max).sum())
-            if n_big:
-                raise EnsembleError(
-                    f"input has {n_big} values that overflow float32 (|x| > 3.4e38)"
-                )
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    return arr
+    if not np.isfinite(arr).all():  # one pass in the common case; count only on failure
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(np.isinf(arr).sum())
+        raise EnsembleError(
+            f"input contains {n_nan} NaN and {n_inf} inf values; all values must be finite"
+        )
+    if arr.dtype.itemsize > 4:
+        # float64 values beyond float32's range would silently become inf in the cast.
+        n_big = int((np.abs(arr) > np.finfo(np.float32).max).sum())
+        if n_big:
+            raise EnsembleError(f"input has {n_big} values that overflow float32 (|x| > 3.4e38)")
+    if feature_range is not None:
+        _check_input_range(arr, feature_range)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _check_input_range(arr: np.ndarray, feature_range: tuple[float, float]) -> None:
+    """Refuses input whose values lie far outside the training features' range."""
+    low, high = float(arr.min()), float(arr.max())
+    ok_low, ok_high = _accepted_range(feature_range)
+    if ok_low <= low and high <= ok_high:
+        return
+    outside = ((arr < ok_low) | (arr > ok_high)).any(axis=1)
+    hint = (
+        "; if these are 0-255 pixels, divide by 255"
+        if high > 2 * ok_high and feature_range[1] <= 1.0
+        else ""
+    )
+    raise EnsembleError(
+        f"input values span {_fmt_range(low, high)} but the training features spanned "
+        f"{_fmt_range(*feature_range)} (accepted {_fmt_range(ok_low, ok_high)}; "
+        f"{int(outside.sum())} of {len(arr)} rows outside): scale the input like the "
+        f"training data{hint}"
+    )
 
 
 def _checked_softmax(logits: Any, rows: int, n_classes: int | None, who: str) -> torch.Tensor:
@@ -342,6 +445,10 @@ class Ensemble:
         n_classes: number of classes they predict.
         class_names: optional names of the classes, index-aligned.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:0"`` ...
+        feature_range: ``(min, max)`` of the features the networks were trained on (see
+            :func:`feature_range_of`). Prediction then refuses input far outside it (unscaled
+            pixels, say); ``None`` (ensembles saved before the range was recorded) skips that
+            check. Integer input is refused either way.
 
     Weights must be positive and finite; they are normalised to sum to 1 for prediction (the
     ``members`` keep the weights as given).
@@ -356,6 +463,7 @@ class Ensemble:
         class_names: Sequence[str] | None = None,
         *,
         device: str | torch.device = "cpu",
+        feature_range: tuple[float, float] | None = None,
     ) -> None:
         if len(members) == 0:
             raise EnsembleError("an ensemble needs at least one member")
@@ -383,6 +491,7 @@ class Ensemble:
         self.n_features = int(n_features)
         self.n_classes = int(n_classes)
         self.class_names = tuple(class_names) if class_names is not None else None
+        self.feature_range = _check_feature_range(feature_range, "Ensemble")
         self._device = torch.device("cpu")
         for net in self._networks:
             net.eval()
@@ -421,17 +530,19 @@ class Ensemble:
 
         Args:
             x: features, a numpy array or torch tensor of shape ``(n, n_features)`` or
-                ``(n, *image_shape)``; integer or float, all finite.
+                ``(n, *image_shape)``; float, all finite, scaled like the training data
+                (MNIST: pixels / 255).
             batch_size: rows per forward pass (memory bound; the result does not depend on it).
 
         Returns:
             float32 array of shape ``(n, n_classes)``; rows sum to 1.
 
         Raises:
-            EnsembleError: the input is empty, not numeric, the wrong shape or not finite.
+            EnsembleError: the input is empty, not float (integers included), the wrong
+                shape, not finite, or far outside :attr:`feature_range`.
         """
         batch_size = _check_batch_size(batch_size)
-        arr = _validate_input(x, self.n_features)
+        arr = _validate_input(x, self.n_features, self.feature_range)
         out = np.empty((arr.shape[0], self.n_classes), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, arr.shape[0], batch_size):
@@ -463,7 +574,8 @@ class Ensemble:
         trials = [m.trial_number for m in self._members]
         return (
             f"Ensemble(trials={trials}, weights={[round(w, 4) for w in self._weights]}, "
-            f"n_features={self.n_features}, n_classes={self.n_classes}, device={self._device})"
+            f"n_features={self.n_features}, n_classes={self.n_classes}, "
+            f"feature_range={self.feature_range}, device={self._device})"
         )
 
 
@@ -564,6 +676,7 @@ def write_members_dir(
     n_features: int,
     n_classes: int,
     class_names: Sequence[str] | None = None,
+    feature_range: tuple[float, float] | None = None,
 ) -> Path:
     """Writes a members directory from saved state-dict files (e.g. each trial's
     ``model/state_dict.pt``), copying them in.
@@ -572,6 +685,7 @@ def write_members_dir(
 
         {"format_version": 1, "trainer": "<ref>", "n_features": 784, "n_classes": 10,
          "class_names": [...] | null,
+         "feature_range": {"min": 0.0, "max": 1.0} | null,
          "members": [{"trial_number": 12, "weight": 0.4, "params": {...},
                       "val_score": 0.31 | null, "trainer": "<ref>",
                       "dir": "member_000_trial_12", "state_dict": "state_dict.pt",
@@ -584,10 +698,13 @@ def write_members_dir(
         n_features: input features of the networks.
         n_classes: classes they predict.
         class_names: optional class names.
+        feature_range: ``(min, max)`` of the training features (see
+            :func:`feature_range_of`), so that prediction can refuse unscaled input.
 
     Returns:
         ``out_dir`` as a Path.
     """
+    feature_range = _check_feature_range(feature_range, "write_members_dir")
     if len(entries) == 0:
         raise EnsembleError("cannot write an ensemble with no members")
     out = Path(out_dir)
@@ -617,6 +734,10 @@ def write_members_dir(
         "n_features": int(n_features),
         "n_classes": int(n_classes),
         "class_names": list(class_names) if class_names is not None else None,
+        # Optional key: manifests without it (older ensembles) still load, with no range check.
+        "feature_range": (
+            None if feature_range is None else {"min": feature_range[0], "max": feature_range[1]}
+        ),
         "members": manifest_members,
     }
     (out / MANIFEST_NAME).write_text(
@@ -654,6 +775,7 @@ def save_members_dir(
             n_features=ensemble.n_features,
             n_classes=ensemble.n_classes,
             class_names=ensemble.class_names,
+            feature_range=ensemble.feature_range,
         )
 
 
@@ -678,6 +800,7 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise EnsembleError(f"{manifest_path}: missing key {key!r}")
     if not manifest["members"]:
         raise EnsembleError(f"{manifest_path}: no members")
+    _check_feature_range(manifest.get("feature_range"), f"{manifest_path}")
     return manifest
 
 
@@ -743,4 +866,7 @@ def load_members_dir(
         manifest["n_classes"],
         manifest.get("class_names"),
         device=device,
+        feature_range=_check_feature_range(
+            manifest.get("feature_range"), f"{root / MANIFEST_NAME}"
+        ),
     )

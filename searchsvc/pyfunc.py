@@ -6,12 +6,18 @@ neither the study's working folder nor the tracking run's files, only the ``sear
 package and whatever package provides the trainer (``trainers`` for the built-ins)::
 
     model = mlflow.pyfunc.load_model("models:/mnist-ensemble@champion")
-    probs = model.predict(x.astype(np.float32))          # (n, n_classes) float32
+    probs = model.predict(x_scaled)          # float32 (n, n_features) -> (n, n_classes) float32
 
 The signature is a float32 tensor ``(-1, n_features)`` -> float32 ``(-1, n_classes)``.
 MLflow enforces it before ``predict``: numpy input must already be float32 (MLflow refuses
 float64 rather than casting); a DataFrame with one column per feature is accepted; the REST
 API (``{"inputs": [[...], ...]}``) casts JSON numbers itself.
+
+Features must be scaled like the training data (MNIST: pixels / 255 in [0, 1]). ``predict``
+applies the checks of ``Ensemble.predict_proba``: integer input is refused, and so is input far
+outside the training features' range when the ensemble records it (``feature_range`` in the
+members manifest and in the MLmodel metadata). This matters most for the REST API, where JSON
+pixels 0-255 arrive as float32 and would otherwise be mispredicted without any error.
 
 Pass ``model_config={"device": "cuda:0"}`` to ``load_model`` to predict on a GPU.
 """
@@ -111,9 +117,14 @@ class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
                 with one column per feature. (The ``np.ndarray`` hint keeps MLflow's
                 type-hint validation out of the way; the signature does the checking.)
             params: ignored; accepted for the pyfunc protocol.
+
+        Raises:
+            EnsembleError: the input is refused by ``Ensemble.predict_proba`` (not float, the
+                wrong shape, not finite, or far outside the training features' range).
         """
         if hasattr(model_input, "to_numpy"):
             model_input = model_input.to_numpy()
+        # The same validation as the Python API: MLflow's signature only checks dtype and shape.
         return self.ensemble.predict_proba(model_input, batch_size=self._batch_size)
 
 
@@ -196,6 +207,8 @@ def log_ensemble(
             "n_features": ensemble.n_features,
             "n_classes": ensemble.n_classes,
             "class_names": list(ensemble.class_names) if ensemble.class_names else None,
+            # For people reading the MLmodel file; prediction reads it from the manifest.
+            "feature_range": list(ensemble.feature_range) if ensemble.feature_range else None,
             "trainer": manifest.get("trainer"),
             "members": [
                 {"trial_number": m.trial_number, "weight": m.weight} for m in ensemble.members

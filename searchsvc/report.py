@@ -41,7 +41,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchsvc.errors import TrackingError
 from searchsvc.paths import StudyPaths
-from searchsvc.spec import CategoricalParam, StudySpec
+from searchsvc.spec import CategoricalParam, IntParam, StudySpec
 from searchsvc.storage import INTERRUPTED, open_study, top_trials
 from searchsvc.tracking import TAG_PARENT, TAG_ROLE, TAG_TRIAL
 
@@ -373,27 +373,48 @@ def _fig_importance(data: _StudyData, out: Path) -> _Section:
     return _Section(title, caption, image=_save(fig, out, "importances.png"))
 
 
+def _param_axis_label(spec: StudySpec, name: str) -> str:
+    """A parameter axis label: the name and its scale (hyperparameters carry no units)."""
+    param = spec.search_space.get(name)
+    if isinstance(param, CategoricalParam):
+        return f"{name} (choice)"
+    scale = ["integer"] if isinstance(param, IntParam) else []
+    scale += ["log scale"] if getattr(param, "log", False) else []
+    return f"{name} ({', '.join(scale)})" if scale else name
+
+
 def _fig_parallel(data: _StudyData, out: Path) -> _Section:
     title = "Parallel coordinates"
     if data.study is None or len(data.with_state(TrialState.COMPLETE)) < 2:
         return _Section(title, "", note="Needs at least 2 completed trials.")
+    objective = _metric_label(data.spec.primary.metric)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the matplotlib backend is marked experimental
             ax = optuna.visualization.matplotlib.plot_parallel_coordinate(
-                data.study,
-                target=_importance_target(data.spec),
-                target_name=_metric_label(data.spec.primary.metric),
+                data.study, target=_importance_target(data.spec), target_name=objective
             )
     except Exception as exc:
         logger.info("parallel coordinates skipped: %s", exc)
         return _Section(title, "", note=f"Optuna could not draw parallel coordinates: {exc}")
     fig = ax.figure
-    fig.set_size_inches(max(8.0, 1.6 * len(data.spec.search_space) + 3), 5)
-    ax.set_title(
-        f"Parallel coordinates: params of completed trials vs {data.spec.primary.metric}", pad=16
-    )
+    fig.set_size_inches(max(8.0, 1.6 * len(data.spec.search_space) + 3), 5.5)
+    # Optuna titles the axes "Parallel Coordinate Plot" and labels no axis: the objective axis
+    # is the main axes' y axis, each parameter axis a twin whose y axis is drawn at x = i + 1.
+    ax.set_title("")
+    fig.suptitle(f"Parallel coordinates: params of completed trials vs {objective}")
+    ax.set_ylabel(objective)
     ax.set_xlabel("objective, then each parameter (its own scale)")
+    names = [label.get_text() for label in ax.get_xticklabels()][1:]
+    siblings = ax.get_shared_x_axes().get_siblings(ax)
+    twins = sorted(
+        (a for a in fig.axes if a is not ax and a in siblings),
+        key=lambda a: a.spines["right"].get_position()[1],  # ("axes", (i + 1) / n_params)
+    )
+    for twin, name in zip(twins, names, strict=False):
+        # Above its own axis, horizontal: a rotated label would lie across the trial lines.
+        twin.set_ylabel(_param_axis_label(data.spec, name), rotation=0, ha="center", va="bottom")
+        twin.yaxis.set_label_coords(twin.spines["right"].get_position()[1], 1.03)
     caption = (
         "Each line is a completed trial through its parameter values (each axis in the "
         "parameter's own units and range); colour is the objective."

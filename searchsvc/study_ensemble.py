@@ -2,6 +2,10 @@
 
 Selection sees only the validation split; the test split is evaluated once, afterwards, for
 the best single trial and the ensemble, and only reported.
+
+The "best single" trial is the best completed trial by the study's primary objective among
+those with stored weights; its number is recorded, and a warning says so when the overall best
+trial had no stored model and could not be that trial.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from searchsvc.ensemble import (
     Member,
+    feature_range_of,
     load_members_dir,
     member_val_probs,
     rebuild_network,
@@ -34,7 +39,7 @@ from searchsvc.spec import StudySpec
 from searchsvc.tracking import MODEL_DIR, StudyTracker
 from searchsvc.trainer import Dataset, Trainer
 
-__all__ = ["build_study_ensemble", "ENSEMBLE_MODEL_NAME"]
+__all__ = ["build_study_ensemble", "best_single_index", "ENSEMBLE_MODEL_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +59,13 @@ def build_study_ensemble(
 ) -> dict[str, Any]:
     """Select members among the best completed trials, evaluate, log and register.
 
-    Returns a summary: ``members``, ``best_single`` and ``ensemble`` test scores
-    (accuracy, nll, ece), ``val_nll``, ``model_uri``, ``version``, ``champion``.
+    Returns a summary: ``members``, ``best_single_trial`` (its number), ``best_single`` and
+    ``ensemble`` test scores (accuracy, nll, ece; ``best_single`` also has ``trial``),
+    ``val_nll``, ``model_uri``, ``version``, ``champion``.
+
+    Raises:
+        EnsembleError: the study has no completed trial, or none of the best ``candidates``
+            completed trials has stored weights.
     """
     from searchsvc.storage import open_study, top_trials
 
@@ -71,6 +81,7 @@ def build_study_ensemble(
         for trial in best:
             run_id = runs.get(trial.number)
             if run_id is None:
+                logger.warning("trial %d has no MLflow run; not a candidate", trial.number)
                 continue
             try:
                 local = Path(tracker.client.download_artifacts(run_id, MODEL_DIR, str(folder)))
@@ -87,8 +98,23 @@ def build_study_ensemble(
             )  # fmt: skip
             member = Member(trial.number, 1.0, info["params"], float(trial.values[0]))
             pool.append((member, target / "state_dict.pt", network))
+        if not best:
+            raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
         if not pool:
-            raise EnsembleError(f"study {spec.name!r} has no completed trial with stored weights")
+            raise EnsembleError(
+                f"study {spec.name!r}: none of its {len(best)} best completed trials has "
+                "stored weights"
+            )
+        single = best_single_index([m for m, _, _ in pool], spec.primary.mode)
+        single_member = pool[single][0]
+        if single_member.trial_number != best[0].number:
+            # The label must not move silently: say which trial the scores belong to and why.
+            logger.warning(
+                "best trial %d (%s=%.6g) has no stored model; 'best single' is trial %d "
+                "(%s=%.6g), the best with one",
+                best[0].number, spec.primary.metric, best[0].values[0],
+                single_member.trial_number, spec.primary.metric, single_member.val_score,
+            )  # fmt: skip
 
         # Validation predictions of every candidate, computed once.
         val_probs = member_val_probs([n for _, _, n in pool], data.x_val)
@@ -108,6 +134,9 @@ def build_study_ensemble(
             n_features=data.n_features,
             n_classes=data.n_classes,
             class_names=data.class_names,
+            # The range of what the networks saw (never the test split): prediction refuses
+            # input far outside it, such as raw 0-255 pixels.
+            feature_range=feature_range_of(data.x_train, data.x_val),
         )
         ensemble = load_members_dir(members_dir)
         val_ensemble = np.tensordot(weights / weights.sum(), val_probs, axes=1)
@@ -116,17 +145,39 @@ def build_study_ensemble(
             "members": [{"trial": m.trial_number, "weight": m.weight} for m in ensemble.members],
             "val_nll": log_loss(val_ensemble, data.y_val),
             "val_accuracy": accuracy(val_ensemble, data.y_val),
-            "best_single_val_nll": log_loss(val_probs[0], data.y_val),
+            "best_single_trial": single_member.trial_number,
+            "best_single_val_nll": log_loss(val_probs[single], data.y_val),
         }
         if data.x_test is not None and data.y_test is not None:
-            single = pool[0][2]
             summary["best_single"] = _scores(
-                member_val_probs([single], data.x_test)[0], data.y_test
+                member_val_probs([pool[single][2]], data.x_test)[0], data.y_test
             )
-            summary["best_single"]["trial"] = pool[0][0].trial_number
+            summary["best_single"]["trial"] = single_member.trial_number
             summary["ensemble"] = ensemble.evaluate(data.x_test, data.y_test)
         _log_to_parent(tracker, paths, spec, members_dir, data, summary)
     return summary
+
+
+def best_single_index(members: list[Member], mode: str) -> int:
+    """Index of the member with the best ``val_score`` (the primary objective) for ``mode``.
+
+    Ties go to the earliest member. Members without a score never win over one with a score.
+
+    Raises:
+        EnsembleError: ``members`` is empty or ``mode`` is not ``min``/``max``.
+    """
+    if not members:
+        raise EnsembleError("no candidates to pick the best single trial from")
+    if mode not in ("min", "max"):
+        raise EnsembleError(f"objective mode must be 'min' or 'max'; got {mode!r}")
+    sign = -1.0 if mode == "max" else 1.0
+
+    def key(index: int) -> tuple[bool, float, int]:
+        score = members[index].val_score
+        unusable = score is None or not math.isfinite(score)
+        return (unusable, 0.0 if unusable else sign * float(score), index)
+
+    return min(range(len(members)), key=key)
 
 
 def _load_state(path: Path) -> dict[str, Any]:

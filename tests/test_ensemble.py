@@ -1,22 +1,33 @@
-"""Ensemble selection, prediction, metrics and the members directory (no MLflow)."""
+"""Ensemble selection, prediction, metrics, the members directory and the study ensemble.
+
+No MLflow store or Ray: the study ensemble runs on a real Optuna SQLite study with fake stored
+models.
+"""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+import logging
 import math
+import shutil
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from torch import nn
 
+from searchsvc import study_ensemble
 from searchsvc.ensemble import (
     Ensemble,
     Member,
+    feature_range_of,
     load_members_dir,
     member_val_probs,
     read_manifest,
@@ -28,6 +39,12 @@ from searchsvc.ensemble import (
 )
 from searchsvc.errors import EnsembleError
 from searchsvc.metrics import accuracy, expected_calibration_error, log_loss
+from searchsvc.paths import StudyPaths
+from searchsvc.spec import StudySpec
+from searchsvc.storage import open_study
+from searchsvc.study_ensemble import best_single_index, build_study_ensemble
+from searchsvc.trainer import Dataset
+from tests.conftest import base_study
 
 N_FEATURES, N_CLASSES = 4, 3
 
@@ -51,14 +68,26 @@ class TinyTrainer:
 TINY = TinyTrainer()
 
 
-def tiny_ensemble(weights: tuple[float, ...] = (1.0, 3.0), seed: int = 0) -> Ensemble:
+def tiny_ensemble(
+    weights: tuple[float, ...] = (1.0, 3.0),
+    seed: int = 0,
+    feature_range: tuple[float, float] | None = None,
+) -> Ensemble:
+    """Two (or len(weights)) tiny networks; ``feature_range`` as if recorded at training."""
     torch.manual_seed(seed)
     members, networks = [], []
     for i, weight in enumerate(weights):
         params = {"hidden": 5 + i}
         members.append(Member(trial_number=10 + i, weight=weight, params=params, val_score=0.5))
         networks.append(TINY.build_network(params, N_FEATURES, N_CLASSES))
-    return Ensemble(members, networks, N_FEATURES, N_CLASSES, class_names=("a", "b", "c"))
+    return Ensemble(
+        members,
+        networks,
+        N_FEATURES,
+        N_CLASSES,
+        class_names=("a", "b", "c"),
+        feature_range=feature_range,
+    )
 
 
 def x_data(n: int = 11, seed: int = 1) -> np.ndarray:
@@ -242,11 +271,92 @@ def test_batching_and_input_types_do_not_change_the_result() -> None:
     np.testing.assert_allclose(ens.predict_proba(x.astype(np.float64)), whole, atol=1e-6)
     # (n, *image_shape) is flattened when it holds n_features values per sample
     np.testing.assert_allclose(ens.predict_proba(x.reshape(10, 2, 2)), whole, atol=1e-6)
-    # integer input is numeric: converted to float32
-    ints = np.arange(8).reshape(2, 4)
-    np.testing.assert_allclose(
-        ens.predict_proba(ints), ens.predict_proba(ints.astype(np.float32)), atol=1e-6
-    )
+    np.testing.assert_allclose(ens.predict_proba(x.astype(np.float16)), whole, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("ints", "dtype_name", "how"),
+    [
+        (np.arange(8, dtype=np.uint8).reshape(2, 4) * 30, "uint8", r"astype\(np\.float32\) / 255"),
+        (np.arange(8, dtype=np.int64).reshape(2, 4), "int64", r"astype\(np\.float32\)"),
+        (torch.arange(8, dtype=torch.uint8).reshape(2, 4), "uint8", "/ 255"),
+        (np.arange(16, dtype=np.int16).reshape(2, 2, 4)[:, 0], "int16", "scaling"),
+    ],
+)
+def test_integer_features_are_refused_naming_the_dtype_and_the_scaling(
+    ints: np.ndarray | torch.Tensor, dtype_name: str, how: str
+) -> None:
+    # Raw 0-255 pixels would be cast to float and confidently mispredicted: refuse them.
+    with pytest.raises(EnsembleError, match=f"got {dtype_name} input - .*{how}") as info:
+        tiny_ensemble().predict_proba(ints)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "expected float features scaled like the training data" in message
+    assert "divided by 255 into [0, 1]" in message  # no recorded range: the MNIST rule
+    # With a recorded range, the message states it instead.
+    with pytest.raises(EnsembleError, match=r"training features spanned \[0, 1\]"):
+        tiny_ensemble(feature_range=(0.0, 1.0)).predict_proba(ints)
+
+
+def test_member_val_probs_refuses_integer_features_too() -> None:
+    with pytest.raises(EnsembleError, match="got uint8 input"):
+        member_val_probs(tiny_ensemble().networks, np.ones((3, N_FEATURES), np.uint8))
+
+
+def test_float_input_far_outside_the_training_range_is_refused() -> None:
+    ens = tiny_ensemble(feature_range=(0.0, 1.0))
+    pixels = np.random.default_rng(0).integers(0, 256, size=(5, N_FEATURES)).astype(np.float32)
+    pixels[0, 0] = 255.0
+    scaled = pixels / 255.0
+    probs = ens.predict_proba(scaled)  # scaled like training: accepted
+    np.testing.assert_allclose(probs, tiny_ensemble().predict_proba(scaled), atol=1e-6)
+    with pytest.raises(EnsembleError) as info:
+        ens.predict_proba(pixels)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "input values span [" in message and ", 255]" in message
+    assert "training features spanned [0, 1]" in message
+    assert "accepted [-0.5, 1.5]" in message and "divide by 255" in message
+    # A little past the training extremes is normal for unseen samples; far past is not.
+    ens.predict_proba(np.full((2, N_FEATURES), 1.4, np.float32))
+    ens.predict_proba(np.full((2, N_FEATURES), -0.4, np.float32))
+    rows = np.zeros((3, N_FEATURES), np.float32)
+    rows[1, 2] = -0.6
+    with pytest.raises(EnsembleError, match=r"1 of 3 rows outside\): scale the input") as info:
+        ens.predict_proba(rows)
+    assert "divide by 255" not in str(info.value)  # too small to be unscaled pixels
+
+
+def test_standardised_training_range_scales_the_margin_with_its_width() -> None:
+    ens = tiny_ensemble(feature_range=(-4.0, 6.0))  # width 10: accepted [-9, 11]
+    ens.predict_proba(np.full((1, N_FEATURES), 10.9, np.float32))
+    with pytest.raises(EnsembleError, match=r"accepted \[-9, 11\]"):
+        ens.predict_proba(np.full((1, N_FEATURES), 11.2, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("feature_range", "match"),
+    [
+        ((1.0, 0.0), r"min <= max; got \[1\.0, 0\.0\]"),
+        ((0.0, float("nan")), "finite"),
+        (("a", 1.0), r"\(min, max\) numbers"),
+        ((0.0,), r"\(min, max\) numbers"),
+    ],
+)
+def test_ensemble_refuses_a_malformed_feature_range(
+    feature_range: tuple[float, ...], match: str
+) -> None:
+    with pytest.raises(EnsembleError, match=match):
+        tiny_ensemble(feature_range=feature_range)  # type: ignore[arg-type]
+
+
+def test_feature_range_of_spans_all_arrays_and_skips_missing_ones() -> None:
+    low, high = feature_range_of(np.array([[0.2, 0.5]]), None, np.array([[-0.1], [0.9]]))
+    assert (low, high) == pytest.approx((-0.1, 0.9))
+    with pytest.raises(EnsembleError, match="non-empty"):
+        feature_range_of(None, np.empty((0, 3)))
+    with pytest.raises(EnsembleError, match="not finite"):
+        feature_range_of(np.array([0.0, np.inf]))
 
 
 def test_evaluate_reports_the_three_metrics() -> None:
@@ -379,6 +489,42 @@ def test_members_dir_errors_name_the_trial(tmp_path: Path) -> None:
         load_members_dir(tmp_path)
 
 
+def test_feature_range_round_trips_through_the_members_dir(tmp_path: Path) -> None:
+    out = save_members_dir(
+        tiny_ensemble(feature_range=(0.0, 1.0)), tmp_path / "m", trainer_ref="tiny"
+    )
+    assert read_manifest(out)["feature_range"] == {"min": 0.0, "max": 1.0}
+    loaded = load_members_dir(out, resolver=lambda ref: TINY)
+    assert loaded.feature_range == (0.0, 1.0)
+    with pytest.raises(EnsembleError, match="training features spanned"):
+        loaded.predict_proba(np.full((2, N_FEATURES), 255.0, np.float32))
+
+
+def test_manifest_without_feature_range_loads_and_applies_only_the_dtype_rule(
+    tmp_path: Path,
+) -> None:
+    # Ensembles saved before the range was recorded have no such key.
+    out = save_members_dir(tiny_ensemble(), tmp_path / "m", trainer_ref="tiny")
+    manifest = json.loads((out / "members.json").read_text())
+    del manifest["feature_range"]
+    (out / "members.json").write_text(json.dumps(manifest))
+    loaded = load_members_dir(out, resolver=lambda ref: TINY)
+    assert loaded.feature_range is None
+    big = np.full((2, N_FEATURES), 255.0, np.float32)
+    np.testing.assert_allclose(loaded.predict_proba(big), tiny_ensemble().predict_proba(big))
+    with pytest.raises(EnsembleError, match="got uint8 input"):
+        loaded.predict_proba(big.astype(np.uint8))
+
+
+def test_malformed_feature_range_in_the_manifest_names_the_file(tmp_path: Path) -> None:
+    out = save_members_dir(tiny_ensemble(), tmp_path / "m", trainer_ref="tiny")
+    manifest = json.loads((out / "members.json").read_text())
+    manifest["feature_range"] = {"min": 1.0, "max": -1.0}
+    (out / "members.json").write_text(json.dumps(manifest))
+    with pytest.raises(EnsembleError, match=r"members\.json: feature_range must be finite"):
+        load_members_dir(out, resolver=lambda ref: TINY)
+
+
 def test_resolve_trainer_ref_imports_module_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -410,3 +556,150 @@ def test_resolve_trainer_ref_imports_module_object(
         resolve_trainer_ref("no_such_module:tiny")
     with pytest.raises(EnsembleError):
         resolve_trainer_ref(f"{module}:missing")
+
+
+# ---------------------------------------------------------------------------- study ensemble
+
+
+class _FakeClient:
+    """Serves each trial's ``model/`` folder from disk, as MLflow's download_artifacts does."""
+
+    def __init__(self, models: Path) -> None:
+        self.models = models
+
+    def download_artifacts(self, run_id: str, path: str, dst_path: str) -> str:
+        source = self.models / run_id / path
+        if not source.is_dir():
+            raise OSError(f"run {run_id} has no artifact {path}")
+        target = Path(dst_path) / path
+        shutil.copytree(source, target)
+        return str(target)
+
+
+@dataclass
+class _FakeTracker:
+    """Just what build_study_ensemble reads from a StudyTracker: trial runs and artifacts."""
+
+    client: _FakeClient
+    runs: dict[int, str]
+
+    def trial_runs(self) -> dict[int, str]:
+        return dict(self.runs)
+
+
+def _study_with_models(
+    tmp_path: Path, values: dict[int, float], with_model: set[int]
+) -> tuple[StudySpec, StudyPaths, _FakeTracker, Dataset, dict[int, nn.Module]]:
+    """A real Optuna study of completed trials (val_loss, min) and fake stored models."""
+    spec = StudySpec.model_validate(
+        base_study(name="ens-study", ensemble={"method": "top_k", "size": 2, "candidates": 5})
+    )
+    paths = StudyPaths(
+        workdir=tmp_path,
+        tracking_uri=f"sqlite:///{tmp_path / 'unused-mlflow.db'}",
+        storage_url=f"sqlite:///{tmp_path / 'optuna.db'}",
+        ray_storage=tmp_path / "ray",
+        artifact_location=None,
+    )
+    study = open_study(spec, paths.storage_url)
+    networks: dict[int, nn.Module] = {}
+    torch.manual_seed(0)
+    for number, value in values.items():
+        study.add_trial(
+            optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=[value])
+        )
+        params = {"hidden": 4 + number}
+        networks[number] = TINY.build_network(params, N_FEATURES, N_CLASSES)
+        if number in with_model:
+            model = tmp_path / "models" / f"run-{number}" / "model"
+            model.mkdir(parents=True)
+            torch.save(networks[number].state_dict(), model / "state_dict.pt")
+            (model / "params.json").write_text(json.dumps({"params": params}))
+    tracker = _FakeTracker(_FakeClient(tmp_path / "models"), {n: f"run-{n}" for n in values})
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, size=(90, N_FEATURES)).astype(np.float32)
+    y = np.arange(90) % N_CLASSES
+    data = Dataset("fake", x[:30], y[:30], x[30:60], y[30:60], x[60:], y[60:], N_CLASSES)
+    return spec, paths, tracker, data, networks
+
+
+def test_best_single_is_the_best_trial_with_a_model_and_a_missing_model_is_warned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Trial 2 has the best val_loss but no stored model; trial 0 is the best with one.
+    spec, paths, tracker, data, networks = _study_with_models(
+        tmp_path, {0: 0.30, 1: 0.50, 2: 0.10, 3: 0.40}, with_model={0, 1, 3}
+    )
+    logged: dict[str, dict] = {}
+
+    def capture(*args: object) -> None:
+        # _log_to_parent(tracker, paths, spec, members_dir, data, summary): MLflow, not here.
+        logged["manifest"] = read_manifest(args[3])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(study_ensemble, "_log_to_parent", capture)
+    monkeypatch.setattr(
+        study_ensemble,
+        "load_members_dir",
+        functools.partial(load_members_dir, resolver=lambda ref: TINY),
+    )
+    with caplog.at_level(logging.WARNING, logger="searchsvc.study_ensemble"):
+        summary = build_study_ensemble(spec, paths, tracker, data, TINY)  # type: ignore[arg-type]
+
+    assert summary["best_single_trial"] == 0
+    assert summary["best_single"]["trial"] == 0
+    expected = member_val_probs([networks[0]], data.x_test)[0]
+    assert summary["best_single"]["nll"] == pytest.approx(log_loss(expected, data.y_test))
+    warning = " ".join(r.getMessage() for r in caplog.records)
+    assert "best trial 2 (val_loss=0.1) has no stored model" in warning
+    assert "'best single' is trial 0 (val_loss=0.3)" in warning
+    # The range of the training and validation features is recorded for prediction.
+    low, high = feature_range_of(data.x_train, data.x_val)
+    assert logged["manifest"]["feature_range"] == {"min": low, "max": high}
+    assert not (tmp_path / "unused-mlflow.db").exists()
+
+
+def test_best_single_needs_no_warning_when_the_best_trial_has_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec, paths, tracker, data, _ = _study_with_models(
+        tmp_path, {0: 0.30, 1: 0.20}, with_model={0, 1}
+    )
+    monkeypatch.setattr(study_ensemble, "_log_to_parent", lambda *args: None)
+    monkeypatch.setattr(
+        study_ensemble,
+        "load_members_dir",
+        functools.partial(load_members_dir, resolver=lambda ref: TINY),
+    )
+    with caplog.at_level(logging.WARNING, logger="searchsvc.study_ensemble"):
+        summary = build_study_ensemble(spec, paths, tracker, data, TINY)  # type: ignore[arg-type]
+    assert summary["best_single_trial"] == 1
+    assert not [r for r in caplog.records if "best single" in r.getMessage()]
+
+
+def test_study_without_stored_models_is_a_clear_ensemble_error(tmp_path: Path) -> None:
+    spec, paths, tracker, data, _ = _study_with_models(tmp_path, {0: 0.3}, with_model=set())
+    with pytest.raises(EnsembleError, match="none of its 1 best completed trials has stored"):
+        build_study_ensemble(spec, paths, tracker, data, TINY)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("scores", "mode", "expected"),
+    [
+        ([0.3, 0.1, 0.1, 0.5], "min", 1),  # ties go to the earliest
+        ([0.3, 0.1, 0.9, 0.9], "max", 2),
+        ([None, 0.4, float("nan"), 0.2], "min", 3),  # no score never wins over a score
+        ([None, None], "max", 0),
+    ],
+)
+def test_best_single_index_follows_the_objective_mode(
+    scores: list[float | None], mode: str, expected: int
+) -> None:
+    members = [Member(i, 1.0, {}, s) for i, s in enumerate(scores)]
+    assert best_single_index(members, mode) == expected
+
+
+def test_best_single_index_refuses_no_members_and_unknown_modes() -> None:
+    with pytest.raises(EnsembleError, match="no candidates"):
+        best_single_index([], "min")
+    with pytest.raises(EnsembleError, match="'minimize'"):
+        best_single_index([Member(0, 1.0, {}, 0.1)], "minimize")

@@ -40,6 +40,7 @@ from searchsvc.pyfunc import (
 logger = logging.getLogger(__name__)
 
 N_FEATURES, N_CLASSES = 6, 3
+FEATURE_RANGE = (-4.0, 4.0)  # as if recorded from standardised training features
 TRAINER_MODULE = "searchsvc_test_pyfunc_trainer"
 TRAINER_REF = f"{TRAINER_MODULE}:tiny"
 TRAINER_SOURCE = textwrap.dedent(
@@ -134,6 +135,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             trainer_ref=TRAINER_REF,
             n_features=N_FEATURES,
             n_classes=N_CLASSES,
+            feature_range=FEATURE_RANGE,
         )
         ensemble = Ensemble([m for m, _ in entries], networks, N_FEATURES, N_CLASSES)
         x = np.random.default_rng(0).normal(size=(7, N_FEATURES)).astype(np.float32)
@@ -217,6 +219,23 @@ def test_in_process_load_accepts_arrays_and_dataframes(env: Env) -> None:
     version = MlflowClient().get_model_version(env.registered_name, env.version)
     assert float(version.tags[VAL_NLL_TAG]) == pytest.approx(0.80)
     assert version.tags["trials"] == "3,7,9"
+
+
+def test_pyfunc_refuses_unscaled_input_like_the_python_api(env: Env) -> None:
+    model = mlflow.pyfunc.load_model(env.model_uri)
+    assert model.metadata.metadata["feature_range"] == list(FEATURE_RANGE)
+    unscaled = (env.x * 255).astype(np.float32)  # what JSON pixels 0-255 become over REST
+    with pytest.raises(EnsembleError) as info:
+        model.predict(unscaled)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "training features spanned [-4, 4] (accepted [-8, 8];" in message
+    with pytest.raises(EnsembleError, match="training features spanned"):
+        model.predict(pd.DataFrame(unscaled))
+    # MLflow's signature refuses integer arrays first; the wrapper itself refuses them too.
+    pixels = np.abs(env.x * 40).astype(np.uint8)
+    with pytest.raises(EnsembleError, match=r"got uint8 input - .*astype\(np\.float32\) / 255"):
+        model.unwrap_python_model().predict(None, pixels)  # type: ignore[arg-type]
 
 
 def test_champion_moves_only_to_a_better_version(env: Env) -> None:
@@ -313,6 +332,17 @@ def test_mlflow_models_serve_answers_invocations(env: Env) -> None:
         with urllib.request.urlopen(request, timeout=30) as response:
             body = json.loads(response.read())
         np.testing.assert_allclose(np.array(body["predictions"]), env.expected, atol=1e-5)
+        # 0-255 pixels as JSON numbers pass MLflow's float32 cast; the range check refuses them.
+        unscaled = urllib.request.Request(
+            f"{base}/invocations",
+            data=json.dumps({"inputs": (env.x * 255).tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unscaled, timeout=30)
+        assert refused.value.code >= 400
+        assert "training features spanned" in refused.value.read().decode()
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)

@@ -21,6 +21,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from matplotlib.figure import Figure
 from optuna.trial import TrialState
 from PIL import Image
 
@@ -487,3 +488,79 @@ def test_report_shows_diagnosis_counts_and_each_top_trials_diagnosis(
     top = page[page.index("<h2>Top") :]
     assert "<th>diagnosis</th>" in top
     assert "healthy (train_accuracy=0.97)" in top
+
+
+# --------------------------------------------------------------------------- figure labels
+
+
+def _axes_problems(name: str, fig: Figure) -> list[str]:
+    """One line per missing title or axis label of a figure the report drew.
+
+    Every visible Axes needs a title (its own or the figure's suptitle); every axis that shows
+    ticks needs a label. An axis without ticks (a colorbar's short side, the hidden x axis of
+    a parallel-coordinates twin) has nothing to label.
+    """
+    problems = []
+    suptitle = fig.get_suptitle()
+    for index, ax in enumerate(fig.axes):
+        if not ax.get_visible():
+            continue
+        where = f"{name} axes {index}"
+        if not (suptitle or any(ax.get_title(loc) for loc in ("center", "left", "right"))):
+            problems.append(f"{where}: no title and no figure suptitle")
+        for axis, ticks, label in (
+            ("x", ax.get_xticks(), ax.get_xlabel()),
+            ("y", ax.get_yticks(), ax.get_ylabel()),
+        ):
+            shown = (ax.xaxis if axis == "x" else ax.yaxis).get_visible() and len(ticks) > 0
+            if shown and not label.strip():
+                problems.append(f"{where}: {axis} axis has ticks but no label")
+    return problems
+
+
+def _record_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
+    """Makes the report hand every figure it saves to the returned dict, by file name."""
+    drawn: dict[str, Figure] = {}
+    save = report._save
+
+    def record(fig: Figure, folder: Path, name: str) -> str:
+        drawn[name] = fig  # still inspectable after _save closes it
+        return save(fig, folder, name)
+
+    monkeypatch.setattr(report, "_save", record)
+    return drawn
+
+
+@pytest.mark.parametrize("which", ["tpe_study", "grid_study"])
+def test_every_report_figure_has_a_title_and_labelled_axes(
+    which: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: Built = request.getfixturevalue(which)
+    drawn = _record_figures(monkeypatch)
+    report.write_report(built.spec, _own_workdir(built, tmp_path), log_to_mlflow=False)
+
+    expected = MAIN_FIGURES if which == "tpe_study" else [*MAIN_FIGURES[:5], "group_curves.png"]
+    assert sorted(drawn) == sorted(expected)
+    problems = [p for name, fig in drawn.items() for p in _axes_problems(name, fig)]
+    assert not problems, "\n".join(problems)
+
+
+def test_parallel_coordinates_label_the_objective_and_every_parameter_axis(
+    tpe_study: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = _record_figures(monkeypatch)
+    report.write_report(tpe_study.spec, _own_workdir(tpe_study, tmp_path), log_to_mlflow=False)
+
+    fig = drawn["parallel.png"]
+    main = fig.axes[0]
+    assert main.get_ylabel() == "validation accuracy (fraction)"
+    assert "validation accuracy (fraction)" in fig.get_suptitle()
+    labels = sorted(ax.get_ylabel() for ax in fig.axes[1:])
+    # the colorbar (the objective) and one twin axes per parameter, named above its axis
+    assert labels == [
+        "lr (log scale)",
+        "n_layers (integer)",
+        "optimizer (choice)",
+        "validation accuracy (fraction)",
+        "width_2 (integer)",
+    ]
