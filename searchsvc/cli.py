@@ -3,6 +3,7 @@ prints or chooses exit codes (2: bad study file or usage, 1: any other searchsvc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -35,6 +36,13 @@ TrackingOpt = Annotated[
 StorageOpt = Annotated[
     str | None, typer.Option("--storage", help="Optuna storage URL (default: embedded SQLite).")
 ]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where the data set files are (before $SEARCHSVC_DATA_DIR and the cache).",
+    ),
+]
 WorkdirOpt = Annotated[
     Path | None, typer.Option("--workdir", help="The study's folder (default: runs/<name>).")
 ]
@@ -47,11 +55,18 @@ def _fail(exc: SearchsvcError) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path) -> Study:
+def _load(path: Path, data_dir: Path | None = None) -> Study:
     try:
-        return load_study(path)
+        study = load_study(path)
     except StudySpecError as exc:
         raise _fail(exc) from None
+    if data_dir is None:
+        return study
+    if not data_dir.is_dir():
+        raise _fail(StudySpecError(f"--data-dir: {data_dir} is not a folder"))
+    # The option beats the study file's dataset.data_dir, as every option beats the file.
+    dataset = study.spec.dataset.model_copy(update={"data_dir": str(data_dir.resolve())})
+    return dataclasses.replace(study, spec=study.spec.model_copy(update={"dataset": dataset}))
 
 
 def _paths(spec: StudySpec, **locations: Any) -> StudyPaths:
@@ -101,10 +116,11 @@ def run(
         str | None, typer.Option("--address", help="Ray cluster address, e.g. auto.")
     ] = None,
     workdir: WorkdirOpt = None,
+    data_dir: DataDirOpt = None,
     no_ensemble: Annotated[bool, typer.Option("--no-ensemble", help="Skip the ensemble.")] = False,
 ) -> None:
     """Run the study (or resume it toward its budget)."""
-    loaded = _load(study)
+    loaded = _load(study, data_dir)
     from searchsvc.runner import run_study
 
     try:
@@ -244,9 +260,10 @@ def ensemble(
     tracking_uri: TrackingOpt = None,
     storage: StorageOpt = None,
     workdir: WorkdirOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Rebuild the study's ensemble with other settings; registers it if better."""
-    loaded = _load(study)
+    loaded = _load(study, data_dir)
     if method not in (None, "greedy", "top_k"):
         raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))
     from searchsvc.registry import resolve_trainer

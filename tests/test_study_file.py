@@ -245,3 +245,24 @@ def test_malformed_store_url_on_the_command_line_exits_2_and_creates_nothing(
         (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
         assert line.startswith(f"error: {origin}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_data_dir_option_that_is_not_a_folder_exits_2_and_creates_nothing(write_study, tmp_path):
+    path = write_study(base_study(workdir=str(tmp_path / "work")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "run", str(path), "--data-dir", "no-such-folder"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert line == "error: --data-dir: no-such-folder is not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]
+
+
+def test_data_dir_option_beats_the_study_file(write_study, tmp_path):
+    from searchsvc.cli import _load
+
+    path = write_study(base_study(dataset={"name": "mnist", "data_dir": "/elsewhere"}))
+    study = _load(path, tmp_path)
+    assert study.spec.dataset.data_dir == str(tmp_path.resolve())
+    assert study.path == path
