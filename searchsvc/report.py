@@ -37,6 +37,7 @@ from matplotlib.ticker import MaxNLocator
 from mlflow.entities import Run
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from optuna.trial import FrozenTrial, TrialState
 
 from searchsvc.errors import TrackingError
@@ -527,7 +528,13 @@ def _ensemble_members(data: _StudyData) -> str:
     if data.parent is None:
         return ""
     try:
-        with tempfile.TemporaryDirectory(prefix="searchsvc-report-") as tmp, _quiet_downloads():
+        # MLflow resolves a folder named like a logged model ("ensemble") through a client on
+        # the *global* tracking URI; pinned to the study's, it cannot create ./mlflow.db.
+        with (
+            tempfile.TemporaryDirectory(prefix="searchsvc-report-") as tmp,
+            _quiet_downloads(),
+            _use_tracking_uri(data.client.tracking_uri),
+        ):
             local = data.client.download_artifacts(
                 data.parent.info.run_id, "ensemble/summary.json", tmp
             )

@@ -6,6 +6,7 @@ One study run is shared by the assertions (module fixture), so the suite pays fo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -52,8 +53,20 @@ def finished(tmp_path_factory, data_dir):
     spec = {**STUDY, "dataset": {**STUDY["dataset"], "data_dir": str(data_dir)}}
     spec["workdir"] = str(folder / "work")
     study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
-    result = run_study(load_study(study_file), console=Console(quiet=True))
+    # Run from the study's folder, so anything written to the current folder shows there.
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        result = run_study(load_study(study_file), console=Console(quiet=True))
+    finally:
+        os.chdir(before)
     return study_file, result
+
+
+def test_nothing_is_written_outside_the_study_folder(finished):
+    study_file, result = finished
+    # MLflow's default store is ./mlflow.db: any client left on the default would create it.
+    assert sorted(p.name for p in study_file.parent.iterdir()) == ["tiny.yaml", "work"]
 
 
 def _children(result):
