@@ -36,3 +36,7 @@ class TrackingError(SearchsvcError):
 
 class EnsembleError(SearchsvcError, ValueError):
     """An ensemble cannot be built or used as asked (no completed trials, bad input ...)."""
+
+
+class StudyBusyError(SearchsvcError):
+    """Another live driver is running this study (two would take each other's trials)."""

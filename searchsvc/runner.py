@@ -99,16 +99,18 @@ def run_study(
     import ray
     from ray import tune
 
-    from searchsvc.callbacks import ProgressCallback, TrackingCallback
+    from searchsvc.callbacks import DriverHeartbeat, ProgressCallback, TrackingCallback
     from searchsvc.registry import resolve_trainer
     from searchsvc.samplers import build_sampler
     from searchsvc.schedulers import build_scheduler, stopped_trial_ids
     from searchsvc.searcher import OptunaSearcher
     from searchsvc.storage import (
         BUDGET_ATTR,
+        claim_study,
         count_trials,
         open_study,
         recover_interrupted,
+        release_study,
         resumed_trials,
     )
     from searchsvc.tracking import StudyTracker
@@ -132,6 +134,8 @@ def run_study(
     data = load_study_data(spec)
 
     optuna_study = open_study(spec, paths.storage_url)
+    # Before anything else: a second live driver would take the first one's trials as orphans.
+    claim_study(optuna_study)
     recovered = recover_interrupted(optuna_study)
     counts = count_trials(optuna_study)
     # A resumed seeded sampler must not replay the start-up points of the first run.
@@ -197,7 +201,7 @@ def run_study(
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 storage_path=str(paths.ray_storage),
                 verbose=0,
-                callbacks=[tracking, progress],
+                callbacks=[tracking, progress, DriverHeartbeat(optuna_study)],
                 failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
@@ -265,6 +269,7 @@ def run_study(
         except Exception:  # the report is a view of stored results: never fail the study for it
             logger.exception("could not write the study report")
     tracker.end_study("KILLED" if result.interrupted else "FINISHED")
+    release_study(optuna_study)
     result.elapsed_s = time.monotonic() - started
     return result
 
