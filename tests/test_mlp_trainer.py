@@ -15,7 +15,8 @@ import torch
 
 from searchsvc.trainer import Dataset, EpochReport, FitResult, Trainer
 from trainers.datasets import load_dataset
-from trainers.mlp import MLPTrainer, evaluate, trainer
+from trainers.diagnostics import capture_activations, layer_stats
+from trainers.mlp import TRAIN_EVAL_SAMPLES, MLPTrainer, evaluate, train_eval_indices, trainer
 
 TIME_KEYS = {"epoch_time_s", "train_time_s"}
 SMALL = {"n_layers": 2, "width": 32, "diagnostics": False}
@@ -61,8 +62,9 @@ def untimed(metrics: Mapping[str, float]) -> dict[str, float]:
 def test_module_trainer_satisfies_the_trainer_protocol() -> None:
     assert isinstance(trainer, MLPTrainer) and isinstance(trainer, Trainer)
     assert trainer.name == "mlp"
-    for key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "n_params",
-                "epoch_time_s", "dead_1", "grad_norm_10", "saturated_3", "act_std_2"):  # fmt: skip
+    for key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "train_eval_loss",
+                "n_params", "epoch_time_s", "dead_1", "grad_norm_10", "saturated_3",
+                "act_std_2"):  # fmt: skip
         assert key in trainer.reported_metrics
 
 
@@ -92,6 +94,90 @@ def test_relu_diagnostics_report_dead_units_and_histograms_on_first_and_last_epo
         ["activations_epoch_003.png"],
     ]
     assert rec.reports[0].files["activations_epoch_001.png"].startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.parametrize(
+    ("activation", "extra", "can_die"),
+    [
+        ("relu", {}, True),
+        ("leaky_relu", {}, False),
+        ("leaky_relu", {"leaky_slope": 0}, True),  # slope 0 computes a relu
+        ("prelu", {}, False),
+        ("elu", {}, False),
+    ],
+)
+def test_dead_units_are_counted_only_for_activations_that_pass_no_gradient_below_zero(
+    activation: str, extra: dict[str, Any], can_die: bool
+) -> None:
+    params = {"n_layers": 1, "width": 8, "activation": activation, **extra}
+    torch.manual_seed(0)
+    net = trainer.build_network(params, 4, 3)
+    with torch.no_grad():
+        net.blocks[0].linear.bias.fill_(-100.0)  # every unit negative on every sample
+    x = torch.rand(16, 4)
+    metrics = layer_stats(capture_activations(net, x), activation, net)
+    # The definition follows the gradient: only a unit that gets none is dead.
+    net(x).sum().backward()
+    gets_gradient = bool(net.blocks[0].linear.weight.grad.abs().sum() > 0)
+    assert gets_gradient is not can_die
+    if can_die:
+        assert metrics["dead_1"] == 1.0
+    else:
+        assert not any(k.startswith("dead_") for k in metrics)
+
+
+def test_leaky_units_report_no_dead_metric_in_a_trial(synthetic: Dataset) -> None:
+    rec, _ = run(synthetic, {"n_layers": 2, "width": 16, "activation": "leaky_relu"}, 1)
+    metrics = rec.reports[0].metrics
+    assert "act_std_2" in metrics and not any(k.startswith("dead_") for k in metrics)
+    assert set(metrics) <= trainer.reported_metrics
+
+
+def test_train_accuracy_is_the_eval_mode_accuracy_of_the_epochs_network_on_its_samples(
+    synthetic: Dataset,
+) -> None:
+    # Heavy dropout on 300 samples: with dropout off the network gets nearly all of them
+    # right, with it on (what a running average over the minibatches measured) far fewer.
+    small = Dataset("small", synthetic.x_train[:300], synthetic.y_train[:300], synthetic.x_val,
+                    synthetic.y_val, None, None, synthetic.n_classes)  # fmt: skip
+    params = {"n_layers": 1, "width": 512, "dropout": 0.8, "lr": 3e-3, "patience": 0,
+              "diagnostics": False}  # fmt: skip
+    rec, _ = run(small, params, 30)
+    last = rec.reports[-1].metrics
+    net = trainer.build_network(params, small.n_features, small.n_classes)
+    net.load_state_dict(rec.reports[-1].training_state["model"])
+    x, y = torch.from_numpy(small.x_train), torch.from_numpy(small.y_train)
+    loss, accuracy = evaluate(net, x, y)
+    assert last["train_accuracy"] == accuracy >= 0.95
+    assert last["train_eval_loss"] == pytest.approx(loss, rel=1e-6)
+    net.train()  # dropout on: what the minibatches saw
+    with torch.no_grad():
+        dropout_on = float((net(x).argmax(dim=1) == y).float().mean())
+    assert dropout_on < accuracy - 0.05
+    # train_loss stays the conventional running mean of the dropout-on minibatch loss.
+    assert last["train_loss"] > 2 * last["train_eval_loss"]
+
+
+def test_train_accuracy_of_a_large_training_split_uses_a_fixed_seeded_subset() -> None:
+    n = TRAIN_EVAL_SAMPLES + 2000
+    rng = np.random.default_rng(0)
+    x = rng.random((n, 5), dtype=np.float32)
+    y = rng.integers(0, 3, n)
+    data = Dataset("large", x, y, x[:100], y[:100], None, None, 3)
+    params = {"n_layers": 1, "width": 8, "diagnostics": False}
+    rec, _ = run(data, params, 2, seed=5)
+    picked = train_eval_indices(n, seed=5)
+    assert picked is not None and len(np.unique(picked)) == TRAIN_EVAL_SAMPLES
+    assert np.array_equal(picked, np.sort(picked))
+    assert np.array_equal(picked, train_eval_indices(n, seed=5))
+    assert not np.array_equal(picked, train_eval_indices(n, seed=6))
+    assert train_eval_indices(TRAIN_EVAL_SAMPLES, seed=5) is None  # small: all samples
+    for rep in rec.reports:  # the same samples every epoch
+        net = trainer.build_network(params, 5, 3)
+        net.load_state_dict(rep.training_state["model"])
+        loss, accuracy = evaluate(net, torch.from_numpy(x[picked]), torch.from_numpy(y[picked]))
+        assert rep.metrics["train_accuracy"] == accuracy
+        assert rep.metrics["train_eval_loss"] == pytest.approx(loss, rel=1e-6)
 
 
 def test_maxout_diagnostics_report_dead_pieces(synthetic: Dataset) -> None:

@@ -3,7 +3,9 @@ its params and metrics, determinism and resume, and a study that compares it in 
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import torch
 
 from searchsvc.loader import load_study
 from searchsvc.trainer import Dataset, EpochReport, FitResult
-from tests.conftest import base_study
+from tests.conftest import REPO, base_study
 from trainers import mlp as mlp_module
 from trainers.datasets import load_dataset
 from trainers.mlp import trainer
@@ -293,3 +295,26 @@ def test_a_grid_study_can_put_rbm_beside_xavier_and_he(
     assert loaded.spec.grid_size() == 6
     assert loaded.spec.search_space["init"].choices == ["rbm", "xavier_normal", "he_normal"]
     assert "rbm_recon_error_1" in trainer.reported_metrics
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+
+def test_rbm_benchmark_prints_the_cost_and_the_accuracies_of_each_init(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("rbm_bench", REPO / "bench/rbm_pretraining.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclass looks itself up there
+    spec.loader.exec_module(bench)
+    threads = str(torch.get_num_threads())  # the bench sets it: leave the session's as it is
+    argv = ["--dataset", "digits", "--epochs", "2", "--widths", "16,8", "--inits", "rbm,normal",
+            "--rbm-epochs", "2", "--threads", threads]  # fmt: skip
+    figures = bench.main(argv)
+    assert figures["pretrain_s"] > 0 and figures["epoch_s"] >= figures["train_pass_s"] > 0
+    assert figures["ratio_epoch"] == pytest.approx(figures["pretrain_s"] / figures["epoch_s"])
+    assert len(figures["recon_errors"]) == 2 and all(0 < e < 1 for e in figures["recon_errors"])
+    assert [len(c) for c in figures["val_accuracy"].values()] == [2, 2]
+    out = capsys.readouterr().out
+    assert "RBM pre-training:" in out and "normal(0.01)" in out and "training passes" in out

@@ -8,9 +8,14 @@ hidden layer):
 - ``act_mean_i``, ``act_std_i``: mean and std of the layer's outputs over batch and units.
 - ``saturated_i`` (sigmoid, tanh only): fraction of outputs in the flat tails (sigmoid < 0.02
   or > 0.98; tanh |y| > 0.98), over batch and units.
-- ``dead_i`` (ReLU family, maxout only): ReLU family: fraction of units whose pre-activation
-  is <= 0 for every sample of the batch (never active); maxout: fraction of pieces that are
-  never the max for any sample (they get no gradient).
+- ``dead_i`` (relu and maxout only): relu: fraction of units whose pre-activation is <= 0 for
+  every sample of the batch: their output and gradient are zero, so nothing revives them;
+  maxout: fraction of pieces that are never the max for any sample (they get no gradient).
+  Not reported for leaky_relu, prelu and elu: their negative side still passes a gradient
+  (slope, learned slope, exp), so a unit that is negative on every sample keeps learning and
+  is not dead. A ``leaky_relu`` with ``leaky_slope: 0`` is a relu and is counted like one.
+  Absent keys rather than zeros, as for ``saturated_i`` of the unbounded activations: a 0
+  would read as "measured, none dead" in the report's per-layer table.
 - ``grad_norm_i``: L2 norm of the layer's weight gradient (before clipping, L1 term
   included), averaged over the epoch's batches.
 """
@@ -23,9 +28,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from trainers.layers import MLP, Maxout
-from trainers.mlp_params import RELU_FAMILY
 
 __all__ = [
     "DIAGNOSTIC_PREFIXES",
@@ -78,11 +83,22 @@ def layer_stats(
             metrics[f"saturated_{i}"] = float(tails.float().mean())
         elif activation == "tanh":
             metrics[f"saturated_{i}"] = float((out.abs() > _TANH_ABS).float().mean())
-        elif activation in RELU_FAMILY:
+        elif _can_die(block.act):
             metrics[f"dead_{i}"] = float((pre <= 0).all(dim=0).float().mean())
         elif isinstance(block.act, Maxout):
             metrics[f"dead_{i}"] = _dead_pieces(pre, block.act.pieces)
     return metrics
+
+
+def _can_die(act: nn.Module) -> bool:
+    """Whether a unit with ``act`` gets a zero gradient for every negative input (a relu).
+
+    Decided on the module, not the activation's name, so that a leaky_relu with slope 0
+    (which computes a relu) counts and the other leaky variants do not.
+    """
+    if isinstance(act, nn.ReLU):
+        return True
+    return isinstance(act, nn.LeakyReLU) and act.negative_slope == 0.0
 
 
 def _dead_pieces(pre: torch.Tensor, pieces: int) -> float:

@@ -42,13 +42,28 @@ patience            5                          early stopping on val_loss (0: of
 diagnostics         true                       per-layer metrics and activation histograms
 ==================  =========================  ===============================================
 
-Reported each epoch: ``train_loss`` (mean cross-entropy of the epoch's minibatches, without
-the L1 term), ``train_accuracy`` (of those minibatches, dropout on), ``val_loss``,
-``val_accuracy`` (eval mode, whole validation split), ``lr`` (used this epoch),
-``n_params``, ``epoch_time_s`` (the whole epoch), ``train_time_s`` (the training pass only),
-``diverged`` (1.0, only on a diverged epoch) and the diagnostics of
-:mod:`trainers.diagnostics`. A non-finite training or validation loss ends the trial as
-``diverged`` after reporting that epoch.
+Reported each epoch:
+
+- ``train_loss``: the conventional training curve: the running mean, over the epoch's
+  minibatches, of the cross-entropy the optimiser minimised, in training mode (dropout on,
+  batch-norm batch statistics) while the weights moved during the epoch. Without the L1 term
+  (weight decay lives in the optimiser, never in a loss). With dropout it sits well above
+  what the finished network does on the same data.
+- ``train_accuracy`` and ``train_eval_loss``: accuracy and mean cross-entropy (plain NLL,
+  no L1 or weight decay) of the network as it stands at the end of the epoch, in eval mode
+  (dropout off, batch-norm running statistics), on a fixed training subset of
+  min(n_train, 10,000) samples drawn once per trial from its seed (all of them when fewer).
+  It is the network the validation metrics measure, so ``train_accuracy - val_accuracy`` is
+  the generalisation gap, and the recipe diagnosis's underfit rule sees what the network
+  fits rather than a dropout-handicapped running average. One batched forward pass without
+  gradients: about a third of the cost of a training pass over as many samples.
+- ``val_loss``, ``val_accuracy``: the same, on the whole validation split.
+- ``lr`` (used this epoch), ``n_params``, ``epoch_time_s`` (the whole epoch, evaluations
+  included), ``train_time_s`` (the training pass only), ``diverged`` (1.0, only on a diverged
+  epoch) and the diagnostics of :mod:`trainers.diagnostics`.
+
+A non-finite training or validation loss ends the trial as ``diverged`` after reporting that
+epoch.
 
 ``init: rbm`` pre-trains each hidden layer as a restricted Boltzmann machine (CD-k, greedy
 layer-wise, :mod:`trainers.rbm`) before the first epoch; it needs features in [0, 1]. Its
@@ -86,7 +101,7 @@ from trainers.mlp_params import MLPParams, parse_params
 from trainers.optim import apply_max_norm, l1_penalty, make_optimizer, make_scheduler
 from trainers.rbm import rbm_generator, rbm_initialise
 
-__all__ = ["MLPTrainer", "batch_loss", "trainer"]
+__all__ = ["MLPTrainer", "TRAIN_EVAL_SAMPLES", "batch_loss", "train_eval_indices", "trainer"]
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +111,13 @@ _EVAL_BATCH = 8192
 _FINITE_CHECK_EVERY = 50  # batches between divergence checks (each one is a host sync)
 _STATE_FORMAT = "searchsvc.trainers.mlp/1"
 
+TRAIN_EVAL_SAMPLES = 10_000  # size of the fixed training subset train_accuracy is measured on
+_TRAIN_EVAL_STREAM = 0x545241494E  # "TRAIN": keeps the subset's draw apart from other streams
+
 _BASE_METRICS = (
     "train_loss",
     "train_accuracy",
+    "train_eval_loss",
     "val_loss",
     "val_accuracy",
     "lr",
@@ -209,6 +228,9 @@ class MLPTrainer:
         else:
             rng = _capture_rng(shuffle, dev)
         tensors = _to_tensors(data, dev)
+        # Chosen once from the seed alone, so every epoch (and a resumed run) measures the
+        # same samples and the curve moves only because the network does.
+        x_fit, y_fit = _train_eval_subset(tensors, seed)
         # Reported with every epoch; a resumed run takes them from the state, whose weights
         # already hold the pre-training (so it is not repeated).
         rbm_metrics: dict[str, float] = {}
@@ -232,9 +254,10 @@ class MLPTrainer:
             _restore_rng(rng, shuffle, dev)
             lr = float(optimizer.param_groups[0]["lr"])
             grad_meter = GradNormMeter(model) if p.diagnostics else None  # None: no diagnostics
-            train_loss, train_acc = _train_epoch(model, optimizer, tensors, p, shuffle, grad_meter)
+            train_loss = _train_epoch(model, optimizer, tensors, p, shuffle, grad_meter)
             train_time = time.perf_counter() - t0
             val_loss, val_acc = evaluate(model, tensors.x_val, tensors.y_val)
+            train_eval_loss, train_acc = evaluate(model, x_fit, y_fit)
             if scheduler is not None:
                 scheduler.step()
             rng = _capture_rng(shuffle, dev)
@@ -254,6 +277,7 @@ class MLPTrainer:
             metrics: dict[str, float] = {
                 "train_loss": train_loss,
                 "train_accuracy": train_acc,
+                "train_eval_loss": train_eval_loss,
                 "val_loss": val_loss,
                 "val_accuracy": val_acc,
                 "lr": lr,
@@ -345,11 +369,13 @@ def _train_epoch(
     p: MLPParams,
     shuffle: torch.Generator,
     grad_meter: GradNormMeter | None,
-) -> tuple[float, float]:
-    """One pass over the shuffled training data; (mean cross-entropy, accuracy).
+) -> float:
+    """One pass over the shuffled training data; the running mean of its cross-entropy.
 
-    Losses and hits accumulate in device tensors: the host syncs only every
-    ``_FINITE_CHECK_EVERY`` batches (divergence check) and once at the end.
+    Losses accumulate in a device tensor: the host syncs only every ``_FINITE_CHECK_EVERY``
+    batches (divergence check) and once at the end. No accuracy here: the minibatches' hits
+    are made with dropout on and weights that move during the epoch, so ``train_accuracy``
+    comes from :func:`evaluate` on the fixed subset instead.
     """
     dev = t.x_train.device
     n = len(t.x_train)
@@ -357,7 +383,6 @@ def _train_epoch(
     hidden = model.hidden_linears()
     params = list(model.parameters())
     loss_sum = torch.zeros((), device=dev)
-    hits = torch.zeros((), dtype=torch.int64, device=dev)
     seen = 0
     bs = p.batch_size
     model.train()
@@ -368,7 +393,7 @@ def _train_epoch(
             break  # batch norm cannot train on a single sample; skip the lone last one
         xb = t.x_train.index_select(0, idx)
         yb = t.y_train.index_select(0, idx)
-        loss, ce, logits = batch_loss(model, xb, yb, p.l1)
+        loss, ce, _ = batch_loss(model, xb, yb, p.l1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_meter is not None:
@@ -380,11 +405,38 @@ def _train_epoch(
             apply_max_norm(hidden, p.max_norm)
         with torch.no_grad():
             loss_sum.add_(ce.detach(), alpha=nb)
-            hits.add_((logits.argmax(dim=1) == yb).sum())
         seen += nb
         if (step + 1) % _FINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(loss_sum)):
             break  # diverged: no point finishing the epoch
-    return loss_sum.item() / seen, hits.item() / seen
+    return loss_sum.item() / seen
+
+
+def train_eval_indices(n_train: int, seed: int) -> np.ndarray | None:
+    """Sorted indices of the training subset ``train_accuracy`` is measured on.
+
+    ``TRAIN_EVAL_SAMPLES`` of the ``n_train`` samples, drawn without replacement from a stream
+    derived from the trial ``seed`` (it touches neither torch's global RNG, which dropout
+    uses, nor the shuffle generator), so the same seed always picks the same samples. None
+    when ``n_train`` is no larger: then every training sample is used.
+    """
+    if n_train <= TRAIN_EVAL_SAMPLES:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([seed % 2**64, _TRAIN_EVAL_STREAM]))
+    # Sorted: the gather then reads the training array front to back.
+    return np.sort(rng.choice(n_train, size=TRAIN_EVAL_SAMPLES, replace=False))
+
+
+def _train_eval_subset(t: _Tensors, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed training subset (features, labels) of :func:`train_eval_indices`.
+
+    Gathered once per trial (a copy of at most ``TRAIN_EVAL_SAMPLES`` rows); the whole
+    training split itself, without a copy, when it is that small.
+    """
+    picked = train_eval_indices(len(t.x_train), seed)
+    if picked is None:
+        return t.x_train, t.y_train
+    idx = torch.from_numpy(picked).to(t.x_train.device)
+    return t.x_train.index_select(0, idx), t.y_train.index_select(0, idx)
 
 
 def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
