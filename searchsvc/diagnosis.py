@@ -119,8 +119,8 @@ def diagnose(
         if rise > limits.overfit_val_rise and train_loss[-1] < train_loss[best]:
             return Diagnosis("overfit", {"val_loss_rise": rise, "best_val_epoch": best + 1.0})
     if len(train_acc) >= 2 and len(val_acc) == len(train_acc):
-        # Growth since the best validation epoch: epoch 1's training accuracy is averaged over
-        # a network still learning, so the gap at epoch 1 is no fair reference.
+        # Growth since the best validation epoch: before it the network is still learning,
+        # and a gap that was already there then is not overfitting in progress.
         reference = 0
         if len(val_loss) == len(val_acc):
             reference = min(range(len(val_loss)), key=val_loss.__getitem__)
