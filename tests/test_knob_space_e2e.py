@@ -12,6 +12,7 @@ from rich.console import Console
 from searchsvc.loader import load_study
 from searchsvc.runner import run_study
 from tests.conftest import base_study
+from trainers.mlp_params import ACTIVATIONS, INITS, LR_SCHEDULES, NORMS, OPTIMIZERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -20,38 +21,22 @@ KNOBS = {
     "width_1": {"type": "int", "low": 16, "high": 64, "log": True},
     "width_2": {"type": "int", "low": 16, "high": 64, "when": "n_layers >= 2"},
     "width_3": {"type": "int", "low": 16, "high": 64, "when": "n_layers >= 3"},
-    "activation": {
-        "type": "categorical",
-        "choices": ["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout"],
-    },
+    "activation": {"type": "categorical", "choices": list(ACTIVATIONS)},
     "leaky_slope": {"type": "float", "low": 0.01, "high": 0.3, "when": "activation == leaky_relu"},
     "maxout_pieces": {"type": "int", "low": 2, "high": 4, "when": "activation == maxout"},
-    "init": {
-        "type": "categorical",
-        "choices": [
-            "zeros",
-            "normal",
-            "xavier_uniform",
-            "xavier_normal",
-            "he_uniform",
-            "he_normal",
-            "orthogonal",
-        ],
-    },  # fmt: skip
+    # RBM pre-training has its own tests (and does not pair with maxout).
+    "init": {"type": "categorical", "choices": [i for i in INITS if i != "rbm"]},
     "init_std": {"type": "float", "low": 0.01, "high": 1.0, "log": True, "when": "init == normal"},
     "dropout": {"type": "float", "low": 0.0, "high": 0.5},
     "input_dropout": {"type": "float", "low": 0.0, "high": 0.2},
-    "norm": {"type": "categorical", "choices": ["none", "batch", "layer"]},
-    "optimizer": {
-        "type": "categorical",
-        "choices": ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"],
-    },
+    "norm": {"type": "categorical", "choices": list(NORMS)},
+    "optimizer": {"type": "categorical", "choices": list(OPTIMIZERS)},
     "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
     "weight_decay": {"type": "float", "low": 1e-8, "high": 1e-3, "log": True},
     "l1": {"type": "float", "low": 1e-8, "high": 1e-4, "log": True},
     "clip_norm": {"type": "float", "low": 0.5, "high": 5.0},
     "max_norm": {"type": "float", "low": 1.0, "high": 4.0},
-    "lr_schedule": {"type": "categorical", "choices": ["none", "cosine", "step"]},
+    "lr_schedule": {"type": "categorical", "choices": list(LR_SCHEDULES)},
     "lr_step_size": 1,
     "lr_gamma": 0.5,
     "batch_size": {"type": "categorical", "choices": [32, 64]},
