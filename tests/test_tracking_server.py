@@ -64,4 +64,4 @@ def test_ensemble_of_a_study_without_stored_weights_is_a_clear_error(write_study
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 1
-    assert "has no completed trial with stored weights" in proc.stderr
+    assert "none of its 2 best completed trials has stored weights" in proc.stderr
