@@ -20,7 +20,7 @@ from ray.tune.search import Searcher
 from searchsvc.diagnosis import Diagnosis, Thresholds, diagnose
 from searchsvc.space import suggest_params
 from searchsvc.spec import StudySpec
-from searchsvc.storage import CHECKPOINT, CHECKPOINT_EPOCH, RESUME_OF, SEED_OF, retrying
+from searchsvc.storage import CHECKPOINT, RESUME_OF, SEED_OF, retrying
 
 __all__ = [
     "OptunaSearcher",
@@ -37,7 +37,6 @@ TRIAL_NUMBER_KEY = "_trial_number"  # the Optuna trial number, to the trainable 
 SEED_NUMBER_KEY = "_seed_number"  # the trial's seed is ``seed + this`` (kept across a resume)
 RESUME_CHECKPOINT_KEY = "_resume_checkpoint"  # an interrupted trial's checkpoint folder
 RESUME_OF_KEY = "_resume_of"  # ... and that trial's number (the checkpoint's owner)
-CURVES_ATTR = "curves"  # user attribute: the diagnosis curves up to the checkpoint
 _CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -100,18 +99,18 @@ class OptunaSearcher(Searcher):
         config = {**params, TRIAL_NUMBER_KEY: trial.number}
         attrs = trial.user_attrs
         config[SEED_NUMBER_KEY] = attrs.get(SEED_OF, trial.number)
-        if attrs.get(CHECKPOINT):
+        checkpoint = attrs.get(CHECKPOINT)
+        if checkpoint:
             # It continues an interrupted trial from that trial's last checkpoint: its epochs
             # up to there count as this trial's own (values to Optuna, history for the outcome).
-            done = int(attrs.get(CHECKPOINT_EPOCH, 0))
-            previous = self._study.trials[int(attrs[RESUME_OF])]
+            done = int(checkpoint["epoch"])
+            previous = self._study.get_trials(deepcopy=False)[int(attrs[RESUME_OF])]
             for step, value in sorted(previous.intermediate_values.items()):
                 if step <= done:
                     retrying(lambda s=step, v=value: trial.report(v, step=s), "report")
                     live.history[step] = {self._spec.primary.metric: value}
-            for key, values in previous.user_attrs.get(CURVES_ATTR, {}).items():
-                live.curves[key] = list(values[:done])
-            config[RESUME_CHECKPOINT_KEY] = attrs[CHECKPOINT]
+            live.curves.update({k: list(v) for k, v in checkpoint["curves"].items()})
+            config[RESUME_CHECKPOINT_KEY] = checkpoint["path"]
             config[RESUME_OF_KEY] = int(attrs[RESUME_OF])
         return config
 
@@ -121,9 +120,13 @@ class OptunaSearcher(Searcher):
         if live is None:
             return
         epoch = epoch or max(live.history, default=0)
-        curves = {k: v[:epoch] for k, v in live.curves.items()}
-        for key, value in ((CHECKPOINT, path), (CHECKPOINT_EPOCH, epoch), (CURVES_ATTR, curves)):
-            retrying(lambda k=key, v=value: live.trial.set_user_attr(k, v), "set_user_attr")
+        # One storage write per epoch: where to resume, from which epoch, with which curves.
+        record = {
+            "path": path,
+            "epoch": epoch,
+            "curves": {k: v[:epoch] for k, v in live.curves.items()},
+        }
+        retrying(lambda: live.trial.set_user_attr(CHECKPOINT, record), "set_user_attr")
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         live = self._live.get(trial_id)

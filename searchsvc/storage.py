@@ -19,7 +19,6 @@ from searchsvc.spec import StudySpec
 __all__ = [
     "BUDGET_ATTR",
     "CHECKPOINT",
-    "CHECKPOINT_EPOCH",
     "RESUME_OF",
     "SEED_OF",
     "StudyCounts",
@@ -43,8 +42,8 @@ BUDGET_ATTR = "budget_n_trials"
 DRIVER_ATTR = "driver"
 DRIVER_STALE_S = 60.0  # a driver on another host whose heartbeat is older is gone
 # Trial user attributes that carry a trial across a driver restart.
-CHECKPOINT = "checkpoint"  # the folder of the trial's latest Ray checkpoint
-CHECKPOINT_EPOCH = "checkpoint_epoch"
+# The trial's latest Ray checkpoint: {"path": folder, "epoch": n, "curves": diagnosis curves}.
+CHECKPOINT = "checkpoint"
 RESUME_OF = "resume_of"  # the interrupted trial this one continues
 SEED_OF = "seed_of"  # the trial number the seed derives from (the first of a resumed chain)
 _T = TypeVar("_T")
@@ -237,9 +236,8 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
             SEED_OF: frozen.user_attrs.get(SEED_OF, frozen.number),
         }
         checkpoint = frozen.user_attrs.get(CHECKPOINT)
-        if checkpoint and Path(checkpoint).is_dir():
+        if checkpoint and Path(checkpoint["path"]).is_dir():
             attrs[CHECKPOINT] = checkpoint
-            attrs[CHECKPOINT_EPOCH] = frozen.user_attrs.get(CHECKPOINT_EPOCH, 0)
         # Ask for the same configuration again, so the budget is spent as the sampler chose.
         study.enqueue_trial(frozen.params, user_attrs=attrs, skip_if_exists=False)
     if orphans:

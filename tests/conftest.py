@@ -55,3 +55,23 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+# A trainer module a test writes to disk: it only builds a linear network (for ensembles).
+LINEAR_TRAINER_SOURCE = """
+from torch import nn
+
+
+class Tiny:
+    name = "tiny"
+    reported_metrics = frozenset({"val_loss"})
+
+    def fit(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def build_network(self, params, n_features, n_classes):
+        return nn.Linear(n_features, n_classes)
+
+
+tiny = Tiny()
+"""

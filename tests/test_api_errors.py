@@ -14,7 +14,7 @@ import pytest
 
 from searchsvc.api import load_ensemble
 from searchsvc.errors import EnsembleError
-from tests.conftest import base_study
+from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
 
 
 @pytest.fixture(autouse=True)
@@ -149,25 +149,6 @@ def test_completed_trials_without_a_registered_ensemble_point_to_the_ensemble_co
     assert f"(run `searchsvc ensemble {study_file}`)" in message
 
 
-TRAINER_SOURCE = """
-from torch import nn
-
-
-class Tiny:
-    name = "tiny"
-    reported_metrics = frozenset({"val_loss"})
-
-    def fit(self, *args, **kwargs):
-        raise NotImplementedError
-
-    def build_network(self, params, n_features, n_classes):
-        return nn.Linear(n_features, n_classes)
-
-
-tiny = Tiny()
-"""
-
-
 def test_study_with_a_registered_champion_still_loads(
     write_study: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,7 +163,7 @@ def test_study_with_a_registered_champion_still_loads(
     from searchsvc.pyfunc import log_ensemble, set_champion_if_better
 
     module = "searchsvc_test_api_trainer"
-    (tmp_path / f"{module}.py").write_text(TRAINER_SOURCE)
+    (tmp_path / f"{module}.py").write_text(LINEAR_TRAINER_SOURCE)
     monkeypatch.syspath_prepend(str(tmp_path))
     workdir = tmp_path / "work"
     workdir.mkdir()

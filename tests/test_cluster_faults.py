@@ -209,7 +209,9 @@ def _mid_trial_checkpoint(storage: str, name: str, epochs: int) -> bool:
     except Exception:  # not created yet
         return False
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return any(2 <= t.user_attrs.get("checkpoint_epoch", 0) < epochs - 1 for t in running)
+    return any(
+        2 <= t.user_attrs.get("checkpoint", {}).get("epoch", 0) < epochs - 1 for t in running
+    )
 
 
 def test_killed_driver_resumes_to_exactly_the_budget(write_study, tmp_path):

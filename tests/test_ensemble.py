@@ -13,7 +13,6 @@ import logging
 import math
 import shutil
 import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from searchsvc.spec import StudySpec
 from searchsvc.storage import open_study
 from searchsvc.study_ensemble import best_single_index, build_study_ensemble
 from searchsvc.trainer import Dataset
-from tests.conftest import base_study
+from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
 
 N_FEATURES, N_CLASSES = 4, 3
 
@@ -529,25 +528,7 @@ def test_resolve_trainer_ref_imports_module_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = "searchsvc_test_ens_trainer"
-    (tmp_path / f"{module}.py").write_text(
-        textwrap.dedent(
-            """
-            from torch import nn
-
-            class Tiny:
-                name = "tiny"
-                reported_metrics = frozenset({"val_loss"})
-
-                def fit(self, *args, **kwargs):
-                    raise NotImplementedError
-
-                def build_network(self, params, n_features, n_classes):
-                    return nn.Linear(n_features, n_classes)
-
-            tiny = Tiny()
-            """
-        )
-    )
+    (tmp_path / f"{module}.py").write_text(LINEAR_TRAINER_SOURCE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, module, raising=False)
     trainer = resolve_trainer_ref(f"{module}:tiny")
