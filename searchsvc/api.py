@@ -1,25 +1,26 @@
-"""The Python API: load a study's ensemble and predict with it.
+"""The Python API: load a study's ensemble and predict with it; rebuild it; report a study.
 
-Loading only reads: a study that never ran, or ran without completing a trial, gets a one-line
-:class:`~searchsvc.errors.EnsembleError` saying so, and no store (``runs/<name>/``, an Optuna
-or MLflow SQLite file) is created on the way.
+Loading only reads: a study that never ran gets a one-line
+:class:`~searchsvc.errors.StudyNotRunError`, one without a completed trial an
+:class:`~searchsvc.errors.EnsembleError`, and no store (``runs/<name>/``, an Optuna or MLflow
+SQLite file) is created on the way.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from searchsvc.ensemble import Ensemble, load_members_dir
-from searchsvc.errors import EnsembleError, SearchsvcError
+from searchsvc.errors import EnsembleError
 
 if TYPE_CHECKING:
-    from searchsvc.paths import StudyPaths
-    from searchsvc.spec import StudySpec
+    from searchsvc.study_run import RunOutcome, StudyRun
 
-__all__ = ["load_ensemble"]
+__all__ = ["load_ensemble", "rebuild_ensemble", "report_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ def load_ensemble(
         data (MNIST: pixels / 255).
 
     Raises:
-        EnsembleError: the study never ran, has no completed trial or no registered ensemble
-            yet, the MLflow store does not exist, or the model is not a searchsvc ensemble.
+        StudyNotRunError: the study has not run yet.
+        EnsembleError: the study has no completed trial or no registered ensemble yet, the
+            MLflow store does not exist, or the model is not a searchsvc ensemble.
         StudySpecError: the study file is missing or invalid.
 
     Example::
@@ -61,18 +63,21 @@ def load_ensemble(
 
     text = os.fspath(source)
     study_file: str | None = None
+    resolver = None
     if text.startswith(("models:/", "runs:/")):
         uri = text
     else:
         from searchsvc.loader import load_study
-        from searchsvc.paths import resolve_paths
+        from searchsvc.registry import resolve_trainer
+        from searchsvc.study_run import StudyRun
 
         study_file = text
-        spec = load_study(Path(text), check_names=False).spec
-        paths = resolve_paths(spec)
-        tracking_uri = tracking_uri or paths.tracking_uri
-        _check_study_has_trials(study_file, spec, paths)
-        uri = f"models:/{spec.name}@champion"
+        run = StudyRun.prepare(load_study(Path(text), check_names=False))
+        tracking_uri = tracking_uri or run.paths.tracking_uri
+        _check_study_has_trials(run)
+        uri = f"models:/{run.spec.name}@champion"
+        # A trainer module beside the study file imports from there, as in `searchsvc run`.
+        resolver = functools.partial(resolve_trainer, search_path=run.search_path)
     tracking_uri = tracking_uri or mlflow.get_tracking_uri()
     _check_tracking_store_exists(tracking_uri, study_file or uri)
     try:
@@ -91,42 +96,70 @@ def load_ensemble(
     members = Path(local) / "artifacts" / "members"
     if not members.is_dir():
         raise EnsembleError(f"{uri} is not a searchsvc ensemble (no artifacts/members)")
-    return load_members_dir(members, device=device)
+    return load_members_dir(members, device=device, resolver=resolver)
 
 
-def _check_study_has_trials(study_file: str, spec: StudySpec, paths: StudyPaths) -> None:
-    """Raises EnsembleError unless the study's Optuna storage holds a completed trial.
+def rebuild_ensemble(
+    run: StudyRun,
+    *,
+    method: str | None = None,
+    size: int | None = None,
+    candidates: int | None = None,
+) -> tuple[dict[str, Any] | None, RunOutcome]:
+    """Build a study's ensemble again (``searchsvc ensemble``); registers it if better.
 
-    Opens the storage with ``create=False`` (as ``searchsvc status`` does), so a study that
-    never ran leaves no empty database behind.
+    ``run`` must have its study opened (:meth:`StudyRun.open_existing`). The parent run is
+    RUNNING while the ensemble is built, then FINISHED, FAILED or KILLED.
+
+    Returns:
+        The ensemble summary (None if Ctrl-C or SIGTERM stopped it) and how the run ended.
     """
-    from searchsvc.storage import count_trials, open_study
+    from searchsvc.study_ensemble import build_study_ensemble
 
-    hint = f"(run `searchsvc run {study_file}` first)"
-    storage = paths.storage_url
-    if storage.startswith(_SQLITE) and not Path(storage.removeprefix(_SQLITE)).exists():
-        raise EnsembleError(
-            f"{study_file}: study {spec.name!r} has no ensemble yet: it never ran (no Optuna "
-            f"storage {storage.removeprefix(_SQLITE)}) {hint}"
-        )
-    try:
-        study = open_study(spec, storage, create=False)
-    except SearchsvcError as exc:
-        if isinstance(exc.__context__, KeyError):  # the storage exists, this study is not in it
-            raise EnsembleError(
-                f"{study_file}: study {spec.name!r} has no ensemble yet: it never ran (not in "
-                f"{storage}) {hint}"
-            ) from None
-        raise EnsembleError(f"{study_file}: cannot read study {spec.name!r}: {exc}") from None
-    counts = count_trials(study)
+    summary = None
+    with run.lifecycle() as outcome:
+        run.enter("loading the data")
+        run.load_data()
+        run.enter("opening the MLflow parent run")
+        run.open_tracking(tidy=False)
+        run.enter("building the ensemble")
+        summary = build_study_ensemble(run, method=method, size=size, candidates=candidates)
+    return summary, outcome
+
+
+def report_study(run: StudyRun, *, group_by: str | None = None) -> tuple[Path | None, RunOutcome]:
+    """Write a study's HTML report (``searchsvc report``) and log it to its parent run.
+
+    Returns:
+        The report's ``index.html`` (None if Ctrl-C or SIGTERM stopped it) and how it ended.
+    """
+    from searchsvc.report import write_report
+
+    index = None
+    with run.lifecycle() as outcome:
+        run.enter("writing the report")
+        index = write_report(run, group_by=group_by)
+    return index, outcome
+
+
+def _check_study_has_trials(run: StudyRun) -> None:
+    """Raises unless the study's Optuna storage holds a completed trial; creates nothing.
+
+    Raises:
+        StudyNotRunError: the study has not run yet.
+        EnsembleError: it ran, but no trial completed.
+    """
+    from searchsvc.storage import count_trials
+
+    counts = count_trials(run.open_existing())
     if counts.complete == 0:
         seen = (
             f"{counts.pruned} pruned, {counts.failed} failed, {counts.interrupted} "
             f"interrupted, {counts.running} running"
         )
         raise EnsembleError(
-            f"{study_file}: study {spec.name!r} has no ensemble yet: no completed trials "
-            f"({seen}) {hint}"
+            f"{run.where}: study {run.spec.name!r} has no ensemble yet: no completed trials "
+            f"({seen}) (run `searchsvc run {run.where}` first)"
         )
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from searchsvc.searcher import SEED_NUMBER_KEY, TRIAL_NUMBER_KEY, OptunaSearcher, TrialOutcome
+from searchsvc.searcher import TRIAL_NUMBER_KEY, TRIAL_SEED_KEY, OptunaSearcher, TrialOutcome
 from searchsvc.spec import StudySpec
 from searchsvc.storage import heartbeat
 from searchsvc.tracking import StudyTracker
@@ -53,13 +53,11 @@ class TrackingCallback(Callback):
         trainer_ref: str,
         n_features: int,
         n_classes: int,
-        seed: int,
     ) -> None:
         self._tracker = tracker
         self._searcher = searcher
         self._trainer_ref = trainer_ref
         self._shape = {"n_features": n_features, "n_classes": n_classes}
-        self._seed = seed
         self._runs: dict[str, str] = {}
         self._checkpoints: dict[str, str] = {}
         self._node_tagged: set[str] = set()
@@ -69,12 +67,11 @@ class TrackingCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = int(trial.config[TRIAL_NUMBER_KEY])
-        seed_number = int(trial.config.get(SEED_NUMBER_KEY, number))
         # A trial that resumes an interrupted one continues that trial's run (adopted by the
         # runner at start-up), so MLflow keeps one run per configuration.
         self._runs[trial.trial_id] = self._tracker.start_trial(
             number,
-            {**_trial_params(trial.config), "seed": self._seed + seed_number},
+            {**_trial_params(trial.config), "seed": int(trial.config[TRIAL_SEED_KEY])},
             tags={"ray_trial_id": trial.trial_id},
         )
 
@@ -131,7 +128,7 @@ class TrackingCallback(Callback):
                 "params": _trial_params(trial.config),
                 "trial_number": outcome.number,
                 "best_epoch": outcome.best_epoch,
-                "seed": self._seed + outcome.number,
+                "seed": int(trial.config[TRIAL_SEED_KEY]),
                 **self._shape,
             }
             self._tracker.log_model(run_id, best, info)

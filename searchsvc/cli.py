@@ -3,12 +3,11 @@ prints or chooses exit codes (2: bad study file or usage, 1: any other searchsvc
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +15,9 @@ from rich.table import Table
 
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.loader import Study, load_study
-from searchsvc.paths import StudyPaths, resolve_paths
-from searchsvc.spec import StudySpec
+
+if TYPE_CHECKING:
+    from searchsvc.study_run import StudyRun
 
 app = typer.Typer(
     name="searchsvc",
@@ -55,26 +55,53 @@ def _fail(exc: SearchsvcError) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path, data_dir: Path | None = None) -> Study:
+def _load(path: Path) -> Study:
     try:
-        study = load_study(path)
+        return load_study(path)
     except StudySpecError as exc:
         raise _fail(exc) from None
-    if data_dir is None:
-        return study
-    if not data_dir.is_dir():
-        raise _fail(StudySpecError(f"--data-dir: {data_dir} is not a folder"))
-    # The option beats the study file's dataset.data_dir, as every option beats the file.
-    dataset = study.spec.dataset.model_copy(update={"data_dir": str(data_dir.resolve())})
-    return dataclasses.replace(study, spec=study.spec.model_copy(update={"dataset": dataset}))
 
 
-def _paths(spec: StudySpec, **locations: Any) -> StudyPaths:
-    """The study's locations; a malformed URL is an input error (exit 2), before anything."""
+def _prepare(study: Path, **options: Any) -> StudyRun:
+    """The command's StudyRun; a bad file or option is an input error (exit 2), before
+    anything is created."""
+    from searchsvc.study_run import StudyRun
+
     try:
-        return resolve_paths(spec, **locations)
+        return StudyRun.prepare(_load(study), **options)
     except StudySpecError as exc:
         raise _fail(exc) from None
+
+
+def _open_existing(run: StudyRun) -> None:
+    """For the commands that read results: the study must have run (else exit 1)."""
+    try:
+        run.open_existing()
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+
+
+def _again(command: str, study: Path, *options: tuple[str, Any]) -> str:
+    """The command line that repeats this one: every option given, so it acts on the same
+    study (without them it would resume another one)."""
+    words = ["searchsvc", command, str(study)]
+    for flag, value in options:
+        if value is True:
+            words.append(flag)
+        elif value not in (None, False):
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _stopped(stage: str, signal: str, again: str) -> typer.Exit:
+    """Exit 130 for a command Ctrl-C or SIGTERM stopped, saying where and how to go on."""
+    by = f" by {signal}" if signal == "SIGTERM" else ""
+    out.print(
+        f"[yellow]interrupted{by}[/yellow] while {stage}; finished trials are kept. "
+        f"Resume with: {again}",
+        highlight=False,
+    )
+    return typer.Exit(130)
 
 
 @app.callback()
@@ -120,41 +147,30 @@ def run(
     no_ensemble: Annotated[bool, typer.Option("--no-ensemble", help="Skip the ensemble.")] = False,
 ) -> None:
     """Run the study (or resume it toward its budget)."""
-    loaded = _load(study, data_dir)
+    run_ = _prepare(
+        study, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage, workdir=workdir,
+        data_dir=data_dir,
+    )  # fmt: skip
     from searchsvc.runner import run_study
 
+    again = _again(
+        "run", study, ("--n-trials", n_trials), ("--tracking-uri", tracking_uri),
+        ("--storage", storage), ("--address", address), ("--workdir", workdir),
+        ("--data-dir", data_dir), ("--no-ensemble", no_ensemble),
+    )  # fmt: skip
     try:
-        result = run_study(
-            loaded,
-            n_trials=n_trials,
-            tracking_uri=tracking_uri,
-            storage=storage,
-            address=address,
-            workdir=workdir,
-            console=err,
-            build_ensemble=not no_ensemble,
-        )
+        result = run_study(run_, address=address, console=err, build_ensemble=not no_ensemble)
     except SearchsvcError as exc:
-        raise _fail(exc) from None
-    # The resume hint repeats every option given: without them it would resume another study.
-    resume = ["searchsvc", "run", str(study)]
-    for flag, value in (
-        ("--n-trials", n_trials),
-        ("--tracking-uri", tracking_uri),
-        ("--storage", storage),
-        ("--address", address),
-        ("--workdir", workdir),
-    ):
-        if value is not None:
-            resume += [flag, str(value)]
-    if no_ensemble:
-        resume.append("--no-ensemble")
-    _print_summary(result, shlex.join(resume))
+        failure = _fail(exc)
+        if failure.exit_code == 1:  # the study may have started: its finished trials are kept
+            err.print(f"finished trials are kept; resume with: {again}", highlight=False)
+        raise failure from None
+    _print_summary(result)
     if result.interrupted:
-        raise typer.Exit(130)
+        raise _stopped(result.stopped_during, result.signal, again)
 
 
-def _print_summary(result, resume_command: str) -> None:  # noqa: ANN001 - StudyResult, lazy
+def _print_summary(result: Any) -> None:  # a StudyResult (imported lazily)
     out.print(
         f"\nstudy [bold]{result.name}[/bold]: {result.finished}/{result.budget} trials finished "
         f"({result.complete} complete, {result.pruned} pruned, {result.failed} failed) "
@@ -175,14 +191,9 @@ def _print_summary(result, resume_command: str) -> None:  # noqa: ANN001 - Study
         _print_ensemble(result.ensemble)
     if result.report:
         out.print(f"report: {result.report}", highlight=False)
-    if result.interrupted:
-        out.print(
-            f"[yellow]interrupted[/yellow]: finished trials are kept. Resume with: "
-            f"{resume_command}",
-            highlight=False,
-        )
-    out.print(f"MLflow: {result.paths.tracking_uri}  (parent run {result.parent_run_id})")
-    out.print(f"open the UI: {result.paths.ui_command}", highlight=False)
+    if result.parent_run_id:
+        out.print(f"MLflow: {result.paths.tracking_uri}  (parent run {result.parent_run_id})")
+        out.print(f"open the UI: {result.paths.ui_command}", highlight=False)
 
 
 def _print_ensemble(ensemble: dict) -> None:
@@ -214,15 +225,11 @@ def status(
     workdir: WorkdirOpt = None,
 ) -> None:
     """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
-    loaded = _load(study)
-    from searchsvc.storage import BUDGET_ATTR, count_trials, open_study, top_trials
+    run_ = _prepare(study, storage=storage, workdir=workdir)
+    from searchsvc.storage import BUDGET_ATTR, count_trials, top_trials
 
-    spec = loaded.spec
-    paths = _paths(spec, storage=storage, workdir=workdir)
-    try:
-        optuna_study = open_study(spec, paths.storage_url, create=False)
-    except SearchsvcError as exc:
-        raise _fail(exc) from None
+    _open_existing(run_)
+    spec, optuna_study, paths = run_.spec, run_.study, run_.paths
     counts = count_trials(optuna_study)
     budget = optuna_study.user_attrs.get(BUDGET_ATTR, spec.budget.n_trials)
     out.print(
@@ -263,26 +270,25 @@ def ensemble(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Rebuild the study's ensemble with other settings; registers it if better."""
-    loaded = _load(study, data_dir)
     if method not in (None, "greedy", "top_k"):
         raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))
-    from searchsvc.registry import resolve_trainer
-    from searchsvc.runner import load_study_data
-    from searchsvc.study_ensemble import build_study_ensemble
-    from searchsvc.tracking import StudyTracker
+    run_ = _prepare(
+        study, tracking_uri=tracking_uri, storage=storage, workdir=workdir, data_dir=data_dir
+    )
+    from searchsvc.api import rebuild_ensemble
 
-    spec = loaded.spec
-    paths = _paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    _open_existing(run_)
+    again = _again(
+        "ensemble", study, ("--method", method), ("--size", size), ("--candidates", candidates),
+        ("--tracking-uri", tracking_uri), ("--storage", storage), ("--workdir", workdir),
+        ("--data-dir", data_dir),
+    )  # fmt: skip
     try:
-        tracker = StudyTracker(paths.tracking_uri, artifact_location=paths.artifact_location)
-        tracker.start_study(spec, loaded.text)
-        summary = build_study_ensemble(
-            spec, paths, tracker, load_study_data(spec), resolve_trainer(spec.trainer),
-            method=method, size=size, candidates=candidates,
-        )  # fmt: skip
-        tracker.end_study()
+        summary, outcome = rebuild_ensemble(run_, method=method, size=size, candidates=candidates)
     except SearchsvcError as exc:
         raise _fail(exc) from None
+    if outcome.interrupted:
+        raise _stopped(outcome.stage, outcome.signal, again)
     members = ", ".join(f"trial {m['trial']} x{m['weight']:.2f}" for m in summary["members"])
     out.print(f"members ({summary['method']}): {members}", highlight=False)
     _print_ensemble(summary)
@@ -344,19 +350,25 @@ def report(
     workdir: WorkdirOpt = None,
 ) -> None:
     """Write the study's HTML report and figures, and log them to its MLflow parent run."""
-    loaded = _load(study)
-    from searchsvc.report import write_report
+    run_ = _prepare(study, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    from searchsvc.api import report_study
 
-    spec = loaded.spec
+    spec = run_.spec
     if group_by:
         unknown = [k for k in group_by.split(",") if k not in spec.search_space]
         if unknown:
             raise _fail(
                 StudySpecError(f"--group-by: {', '.join(unknown)} not in search_space of {study}")
             )
-    paths = _paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    _open_existing(run_)
+    again = _again(
+        "report", study, ("--group-by", group_by), ("--tracking-uri", tracking_uri),
+        ("--storage", storage), ("--workdir", workdir),
+    )  # fmt: skip
     try:
-        index = write_report(spec, paths, group_by=group_by)
+        index, outcome = report_study(run_, group_by=group_by)
     except SearchsvcError as exc:
         raise _fail(exc) from None
+    if outcome.interrupted:
+        raise _stopped(outcome.stage, outcome.signal, again)
     out.print(f"report: {index}", highlight=False)

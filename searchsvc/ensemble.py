@@ -201,12 +201,14 @@ class Member:
         weight: the weight of its probabilities in the average (positive).
         params: the trial's hyperparameters (what ``Trainer.build_network`` receives).
         val_score: the trial's value of the study objective on validation, if known.
+        seed: the seed the trial trained with (the study's seed rule), if known.
     """
 
     trial_number: int
     weight: float
     params: dict
     val_score: float | None
+    seed: int | None = None
 
 
 def _as_device(device: str | torch.device) -> torch.device:
@@ -835,6 +837,7 @@ def load_members_dir(
             weight=float(entry["weight"]),
             params=dict(entry["params"]),
             val_score=None if entry.get("val_score") is None else float(entry["val_score"]),
+            seed=None if entry.get("seed") is None else int(entry["seed"]),
         )
         ref = entry.get("trainer") or manifest.get("trainer")
         if ref not in trainers:

@@ -8,6 +8,9 @@ __all__ = [
     "StudySpecError",
     "TrackingError",
     "EnsembleError",
+    "StudyBusyError",
+    "StudyFailed",
+    "StudyNotRunError",
 ]
 
 
@@ -40,3 +43,11 @@ class EnsembleError(SearchsvcError, ValueError):
 
 class StudyBusyError(SearchsvcError):
     """Another live driver is running this study (two would take each other's trials)."""
+
+
+class StudyNotRunError(SearchsvcError, LookupError):
+    """A command that reads a study's results was given a study that has not run yet."""
+
+
+class StudyFailed(SearchsvcError):
+    """A stage of a study run raised an unexpected error; the message names the stage."""

@@ -30,6 +30,13 @@ class Study:
     path: Path
     text: str
 
+    @property
+    def search_path(self) -> tuple[str, ...]:
+        """Folders a ``module:object`` trainer is imported from (see ``registry``)."""
+        from searchsvc.registry import trainer_search_path
+
+        return trainer_search_path(self.path)
+
 
 def load_study(path: str | Path, *, check_names: bool = True) -> Study:
     """Read and validate a study file.
@@ -67,14 +74,19 @@ def load_study(path: str | Path, *, check_names: bool = True) -> Study:
     except ValidationError as exc:
         raise StudySpecError([f"{where}: {line}" for line in _error_lines(exc)]) from None
     if check_names:
-        problems = check_runtime_names(spec)
+        from searchsvc.registry import trainer_search_path
+
+        problems = check_runtime_names(spec, trainer_search_path(path))
         if problems:
             raise StudySpecError([f"{where}: {line}" for line in problems])
     return Study(spec=spec, path=path, text=text)
 
 
-def check_runtime_names(spec: StudySpec) -> list[str]:
-    """Problems with names only known at run time: trainer, dataset, objective metrics."""
+def check_runtime_names(spec: StudySpec, search_path: tuple[str, ...] = ()) -> list[str]:
+    """Problems with names only known at run time: trainer, dataset, objective metrics.
+
+    ``search_path``: the folders a ``module:object`` trainer is imported from.
+    """
     from searchsvc.registry import TrainerNotFound, resolve_trainer
     from trainers.datasets import DATASET_NAMES
 
@@ -86,7 +98,7 @@ def check_runtime_names(spec: StudySpec) -> list[str]:
             f"expected one of: {', '.join(DATASET_NAMES)}"
         )
     try:
-        trainer = resolve_trainer(spec.trainer)
+        trainer = resolve_trainer(spec.trainer, search_path)
     except TrainerNotFound as exc:
         problems.append(f"trainer: {exc}")
         return problems

@@ -1,14 +1,23 @@
-"""Find a trainer by name: a built-in (``mlp``, ``noop``) or a user's ``module:object``."""
+"""Find a trainer by name: a built-in (``mlp``, ``noop``) or a user's ``module:object``.
+
+A user's module is imported from the study file's folder or the current folder (in that
+order, after what Python already finds), so ``trainer: mycnn:trainer`` works beside the study
+file with no ``PYTHONPATH``; the runner hands the same folders to every Ray worker.
+"""
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 from searchsvc.errors import SearchsvcError
 from searchsvc.trainer import Trainer
 
-__all__ = ["BUILTIN_TRAINERS", "TrainerNotFound", "resolve_trainer"]
+__all__ = ["BUILTIN_TRAINERS", "TrainerNotFound", "resolve_trainer", "trainer_search_path"]
 
 BUILTIN_TRAINERS: dict[str, str] = {
     "mlp": "trainers.mlp:trainer",
@@ -20,8 +29,26 @@ class TrainerNotFound(SearchsvcError, LookupError):
     """The study names a trainer that does not exist or does not have the trainer interface."""
 
 
-def resolve_trainer(ref: str) -> Trainer:
-    """The trainer object for a built-in name or a ``module:object`` reference."""
+def trainer_search_path(study_file: str | os.PathLike[str] | None) -> tuple[str, ...]:
+    """Where a study's own trainer module may live: the study file's folder, then the current
+    folder (both absolute, so a Ray worker with another working folder finds them too)."""
+    folders = [Path(study_file).resolve().parent] if study_file is not None else []
+    folders.append(Path.cwd())
+    return tuple(dict.fromkeys(str(f) for f in folders))
+
+
+def resolve_trainer(ref: str, search_path: Iterable[str] = ()) -> Trainer:
+    """The trainer object for a built-in name or a ``module:object`` reference.
+
+    Args:
+        ref: ``mlp``, ``noop`` or ``module:object``.
+        search_path: folders to import a user's module from, after ``sys.path`` (see
+            :func:`trainer_search_path`). They stay on ``sys.path``: the module may import
+            its neighbours later.
+    """
+    for folder in search_path:
+        if folder not in sys.path:
+            sys.path.append(folder)
     if ":" not in ref:
         if ref not in BUILTIN_TRAINERS:
             close = difflib.get_close_matches(ref, list(BUILTIN_TRAINERS), n=1)

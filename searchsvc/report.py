@@ -40,11 +40,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from optuna.trial import FrozenTrial, TrialState
 
-from searchsvc.errors import TrackingError
-from searchsvc.paths import StudyPaths
+from searchsvc.errors import StudySpecError, TrackingError
 from searchsvc.spec import CategoricalParam, IntParam, StudySpec
-from searchsvc.storage import INTERRUPTED, open_study, top_trials
-from searchsvc.tracking import TAG_PARENT, TAG_ROLE, TAG_TRIAL
+from searchsvc.storage import INTERRUPTED, top_trials
+from searchsvc.study_run import StudyRun
+from searchsvc.tracking import TAG_PARENT, TAG_TRIAL
 
 matplotlib.use("Agg")  # a service has no display; must come before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
@@ -78,8 +78,7 @@ _STATE_STYLE = {  # label, colour, marker: the same everywhere on the page
 
 
 def write_report(
-    spec: StudySpec,
-    paths: StudyPaths,
+    run: StudyRun,
     *,
     group_by: str | None = None,
     log_to_mlflow: bool = True,
@@ -90,8 +89,9 @@ def write_report(
     in at the end, so a crash never leaves a half-written report.
 
     Args:
-        spec: The study file.
-        paths: Where the study's Optuna storage, MLflow store and working folder are.
+        run: The study run: its spec, locations, Optuna study and tracker as the command
+            opened them (``study`` None: a page that says there are no trials yet; no tracker:
+            the study's parent run is looked up, creating nothing).
         group_by: Comma-separated param names whose values define the groups of a comparison
             study, e.g. ``"init,activation"``. ``None``: with a grid sampler, every categorical
             param with more than one choice; otherwise no comparison section.
@@ -102,12 +102,13 @@ def write_report(
         The path of the written ``index.html``.
 
     Raises:
-        ValueError: ``group_by`` names a param that is not in the search space.
+        StudySpecError: ``group_by`` names a param that is not in the search space.
         TrackingError: MLflow refused the report's artifacts (the local report is written).
     """
+    spec, paths = run.spec, run.paths
     group_params = _group_params(spec, group_by)
     paths.workdir.mkdir(parents=True, exist_ok=True)  # the default stores live in it
-    data = _StudyData.load(spec, paths)
+    data = _StudyData.load(run)
     final = paths.workdir / REPORT_DIR
     build = Path(tempfile.mkdtemp(prefix=f".{REPORT_DIR}-", dir=paths.workdir))
     build.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
@@ -133,24 +134,22 @@ class _StudyData:
     spec: StudySpec
     trials: list[FrozenTrial]
     study: optuna.Study | None
-    client: MlflowClient
+    client: MlflowClient | None  # None: no MLflow store for this study
     parent: Run | None
     runs: dict[int, Run]  # trial number -> child run
     _series: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, spec: StudySpec, paths: StudyPaths) -> _StudyData:
-        study: optuna.Study | None
-        try:
-            study = open_study(spec, paths.storage_url, create=False)
-            trials = list(study.get_trials(deepcopy=False))
-        except TrackingError as exc:  # no study yet: the page says there are no trials
-            logger.info("no Optuna study to report on: %s", exc)
-            study, trials = None, []
-        client = MlflowClient(tracking_uri=paths.tracking_uri)
-        parent = _find_parent(client, spec, study)
+    def load(cls, run: StudyRun) -> _StudyData:
+        study = run.study
+        trials = list(study.get_trials(deepcopy=False)) if study is not None else []
+        tracker = run.tracker if run.tracker is not None else run.attach_tracking()
+        client = tracker.client if tracker is not None else None
+        parent = None
+        if tracker is not None and tracker.parent_run_id:
+            parent = client.get_run(tracker.parent_run_id)
         runs = _child_runs(client, parent) if parent is not None else {}
-        return cls(spec, trials, study, client, parent, runs)
+        return cls(run.spec, trials, study, client, parent, runs)
 
     def with_state(self, *states: TrialState) -> list[FrozenTrial]:
         return [t for t in self.trials if t.state in states]
@@ -169,25 +168,6 @@ class _StudyData:
             self._series[cache_key] = (steps, np.array([by_step[s] for s in sorted(by_step)]))
         steps, values = self._series[cache_key]
         return (steps, values) if len(steps) else None
-
-
-def _find_parent(client: MlflowClient, spec: StudySpec, study: optuna.Study | None) -> Run | None:
-    experiment = client.get_experiment_by_name(spec.name)
-    if experiment is None:
-        return None
-    run_id = study.user_attrs.get("mlflow_parent_run_id") if study is not None else None
-    if run_id:
-        try:
-            return client.get_run(run_id)
-        except Exception:  # deleted or from another store: fall back to the search
-            logger.debug("parent run %s named by the study is gone", run_id)
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
-        max_results=1,
-        order_by=["attributes.start_time ASC"],  # the tracker reuses the first parent run
-    )
-    return runs[0] if runs else None
 
 
 def _child_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
@@ -212,7 +192,7 @@ def _group_params(spec: StudySpec, group_by: str | None) -> list[str]:
     names = [n.strip() for n in group_by.split(",") if n.strip()]
     unknown = [n for n in names if n not in spec.search_space]
     if unknown or not names:
-        raise ValueError(
+        raise StudySpecError(
             f"group_by {group_by!r}: expected comma-separated params of the search space "
             f"({', '.join(spec.search_space)}), unknown: {', '.join(unknown) or '(none given)'}"
         )

@@ -17,10 +17,15 @@ from rich.console import Console
 
 from searchsvc.errors import EnsembleError
 from searchsvc.loader import Study
-from searchsvc.paths import StudyPaths, resolve_paths
-from searchsvc.spec import StudySpec
+from searchsvc.paths import StudyPaths
+from searchsvc.study_run import (
+    RunOutcome,
+    StudyRun,
+    reassert_stop_signals,
+    signal_handlers_kept,
+)
 
-__all__ = ["StudyResult", "run_study", "load_study_data"]
+__all__ = ["StudyResult", "run_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +49,11 @@ _RAY_ENV = {
 
 @dataclass
 class StudyResult:
-    """What a run of ``searchsvc run`` ended with (read back from Optuna storage)."""
+    """What a run of ``searchsvc run`` ended with (read back from Optuna storage).
+
+    ``interrupted``: Ctrl-C or SIGTERM stopped it during ``stopped_during`` (a stage name such
+    as ``"searching"``), by ``signal``; the parent run then ended KILLED (``status``).
+    """
 
     name: str
     paths: StudyPaths
@@ -58,28 +67,18 @@ class StudyResult:
     ensemble: dict[str, Any] | None = None
     report: Path | None = None
     elapsed_s: float = 0.0
+    stopped_during: str = ""
+    signal: str = ""
+    status: str = ""
+    pending: int = 0
 
     @property
     def finished(self) -> int:
         return self.complete + self.pruned + self.failed
 
 
-def load_study_data(spec: StudySpec) -> Any:
-    """The study's data set, loaded once (in the driver)."""
-    from trainers.datasets import load_dataset
-
-    return load_dataset(
-        spec.dataset.name,
-        data_dir=spec.dataset.data_dir,
-        path=spec.dataset.path,
-        val_size=spec.dataset.val_size,
-        train_subset=spec.dataset.train_subset,
-        seed=spec.seed,
-    )
-
-
 def run_study(
-    study: Study,
+    study: Study | StudyRun,
     *,
     n_trials: int | None = None,
     tracking_uri: str | None = None,
@@ -94,184 +93,212 @@ def run_study(
 
     Running the same study again continues it: finished trials are never rerun, trials left
     running by a stopped driver are asked for again, and MLflow gets one run per trial.
+    Ctrl-C or SIGTERM at any stage ends the run cleanly (``result.interrupted``): the parent
+    run KILLED, the claim released. Any other error ends the parent run FAILED and is raised.
+
+    Raises:
+        StudySpecError: an option is malformed (before anything is created).
+        SearchsvcError: a stage failed (``StudyFailed`` names it for unexpected errors).
     """
-    _quiet_libraries()
-    import ray
-    from ray import tune
-
-    from searchsvc.callbacks import DriverHeartbeat, ProgressCallback, TrackingCallback
-    from searchsvc.registry import resolve_trainer
-    from searchsvc.samplers import build_sampler
-    from searchsvc.schedulers import build_scheduler, stopped_trial_ids
-    from searchsvc.searcher import OptunaSearcher
-    from searchsvc.storage import (
-        BUDGET_ATTR,
-        claim_study,
-        count_trials,
-        open_study,
-        recover_interrupted,
-        release_study,
-        resumed_trials,
-    )
-    from searchsvc.tracking import StudyTracker
-    from searchsvc.trainable import make_trainable
-
+    run = study if isinstance(study, StudyRun) else StudyRun.prepare(
+        study, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage, workdir=workdir
+    )  # fmt: skip
     console = console or Console(stderr=True)
-    spec = study.spec
-    if n_trials is not None:
-        spec = spec.model_copy(
-            update={"budget": spec.budget.model_copy(update={"n_trials": n_trials})}
-        )
-    budget = spec.budget.n_trials
-    if spec.sampler.name == "grid" and budget > spec.grid_size():
-        logger.warning("grid has %d combinations; budget %d capped", spec.grid_size(), budget)
-        budget = spec.grid_size()
-    paths = resolve_paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
-    paths.workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    _quiet_libraries()
+    ensemble: dict[str, Any] | None = None
+    report: Path | None = None
+    top: list[dict[str, Any]] = []
+    with run.lifecycle() as outcome:
+        run.enter("loading the data")
+        run.load_data()
+        run.enter("opening the study")
+        _open(run, console)
+        run.enter("searching")
+        _search(run, address, console)
+        run.enter("summarising the search")
+        top = _summarise(run)
+        if build_ensemble and run.spec.ensemble.enabled and top:
+            run.enter("building the ensemble")
+            ensemble = _ensemble(run, console)
+        if build_report:
+            run.enter("writing the report")
+            report = _report(run)
+    result = _result(run, outcome, top)
+    result.ensemble, result.report = ensemble, report
+    result.elapsed_s = time.monotonic() - started
+    return result
 
-    trainer = resolve_trainer(spec.trainer)
-    data = load_study_data(spec)
 
-    optuna_study = open_study(spec, paths.storage_url)
-    # Before anything else: a second live driver would take the first one's trials as orphans.
-    claim_study(optuna_study)
-    recovered = recover_interrupted(optuna_study)
-    counts = count_trials(optuna_study)
-    # A resumed seeded sampler must not replay the start-up points of the first run.
-    seed = spec.seed + len(optuna_study.get_trials(deepcopy=False))
-    optuna_study.sampler = build_sampler(spec, seed=seed)
+def _open(run: StudyRun, console: Console) -> None:
+    """The Optuna study (claimed) and the MLflow parent run; say what a resume picks up."""
+    from searchsvc.storage import count_trials
 
-    tracker = StudyTracker(paths.tracking_uri, artifact_location=paths.artifact_location)
-    parent_run_id = tracker.start_study(spec, study.text)
-    stale = tracker.close_stale_trial_runs()
-    tracker.adopt_interrupted_runs(resumed_trials(optuna_study))
+    recovered = run.open_search()
+    stale = run.open_tracking()
     if recovered or stale:
+        counts = count_trials(run.study)
         console.print(
             f"resuming: {len(recovered)} interrupted trial(s) will run again; "
             f"{counts.finished} finished trial(s) kept"
         )
-    optuna_study.set_user_attr("mlflow_parent_run_id", parent_run_id)
-    optuna_study.set_user_attr("mlflow_tracking_uri", paths.tracking_uri)
-    # `searchsvc status` shows progress toward the budget of the last run (--n-trials included).
-    optuna_study.set_user_attr(BUDGET_ATTR, budget)
 
-    to_run = max(budget - counts.finished, 0)
-    interrupted = False
-    if to_run:
-        scheduler = build_scheduler(spec)
-        searcher = OptunaSearcher(spec, optuna_study, stopped_trial_ids(scheduler))
-        tracking = TrackingCallback(
-            tracker,
-            searcher,
-            trainer_ref=spec.trainer,
-            n_features=data.n_features,
-            n_classes=data.n_classes,
-            seed=spec.seed,
-        )
-        best_before = _best(optuna_study, spec)
-        progress = ProgressCallback(
-            spec, searcher, done_before=counts.finished, to_run=to_run, console=console,
-            best_before=best_before,
-        )  # fmt: skip
-        _init_ray(address)
-        trainable = tune.with_resources(
-            tune.with_parameters(
-                make_trainable(
-                    spec.trainer,
-                    max_epochs=spec.budget.max_epochs,
-                    seed=spec.seed,
-                    cpus=spec.resources.cpus,
-                ),
-                data=data.without_test(),
-            ),
-            {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
-        )
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=to_run,
-                max_concurrent_trials=spec.budget.max_concurrent_trials,
-                time_budget_s=spec.budget.time_budget_s,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(paths.ray_storage),
-                verbose=0,
-                callbacks=[tracking, progress, DriverHeartbeat(optuna_study)],
-                failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
+
+def _search(run: StudyRun, address: str | None, console: Console) -> None:
+    """Run the trials still due on Ray; a Ctrl-C that Tune caught is raised again here."""
+    import ray
+
+    from searchsvc.storage import count_trials, recover_interrupted
+
+    finished = count_trials(run.study).finished
+    to_run = max(run.budget - finished, 0)
+    if not to_run:
+        return
+    tuner = _tuner(run, to_run, finished, console)
+    with signal_handlers_kept():
+        _init_ray(address, run.search_path)
+        reassert_stop_signals()  # ray.init replaced the SIGTERM handler with one that aborts
         fit_started = time.monotonic()
+        stopped = False
         try:
             tuner.fit()
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt:  # a second Ctrl-C, which Tune lets through
+            stopped = True
         finally:
             # Trials Ray did not finish (Ctrl-C, time budget) become interrupted, not RUNNING.
-            leftover = recover_interrupted(optuna_study)
-            # Tune catches Ctrl-C itself and returns; unfinished trials without an expired
-            # time budget mean the user stopped the run.
-            limit = spec.budget.time_budget_s
-            out_of_time = limit is not None and time.monotonic() - fit_started >= limit
-            interrupted = interrupted or (bool(leftover) and not out_of_time)
+            leftover = recover_interrupted(run.study)
             if ray.is_initialized():
                 ray.shutdown()
-        if tracker.pending:
-            console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
-        tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
-        tracker.close_stale_trial_runs()
-        if tracker.lost_writes:
-            console.print(
-                f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "
-                "the log above says which"
-            )
+    # Tune catches Ctrl-C itself and returns; unfinished trials without an expired time
+    # budget mean the user stopped the run.
+    limit = run.spec.budget.time_budget_s
+    out_of_time = limit is not None and time.monotonic() - fit_started >= limit
+    if stopped or (leftover and not out_of_time):
+        raise KeyboardInterrupt
+    run.enter("writing the MLflow backlog")
+    tracker = run.tracker
+    if tracker.pending:
+        console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
+    tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
+    tracker.close_stale_trial_runs()
+    if tracker.lost_writes:
+        console.print(
+            f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "
+            "the log above says which"
+        )
 
-    counts = count_trials(optuna_study)
-    result = StudyResult(
-        name=spec.name,
-        paths=paths,
-        parent_run_id=parent_run_id,
-        complete=counts.complete,
-        pruned=counts.pruned,
-        failed=counts.failed,
-        budget=budget,
-        interrupted=interrupted and counts.finished < budget,
-        top=_top_rows(optuna_study, spec, 5),
+
+def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> Any:
+    from ray import tune
+
+    from searchsvc.callbacks import DriverHeartbeat, ProgressCallback, TrackingCallback
+    from searchsvc.schedulers import build_scheduler, stopped_trial_ids
+    from searchsvc.searcher import OptunaSearcher
+    from searchsvc.trainable import make_trainable
+
+    spec, data = run.spec, run.data
+    scheduler = build_scheduler(spec)
+    searcher = OptunaSearcher(spec, run.study, stopped_trial_ids(scheduler))
+    tracking = TrackingCallback(
+        run.tracker, searcher, trainer_ref=spec.trainer,
+        n_features=data.n_features, n_classes=data.n_classes,
+    )  # fmt: skip
+    progress = ProgressCallback(
+        spec, searcher, done_before=done_before, to_run=to_run, console=console,
+        best_before=_best(run),
+    )  # fmt: skip
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            make_trainable(
+                spec.trainer,
+                search_path=run.search_path,
+                max_epochs=spec.budget.max_epochs,
+                cpus=spec.resources.cpus,
+            ),
+            data=data.without_test(),
+        ),
+        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
-    tracker.log_study_metrics(
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=to_run,
+            max_concurrent_trials=spec.budget.max_concurrent_trials,
+            time_budget_s=spec.budget.time_budget_s,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(run.paths.ray_storage),
+            verbose=0,
+            callbacks=[tracking, progress, DriverHeartbeat(run.study)],
+            failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def _summarise(run: StudyRun) -> list[dict[str, Any]]:
+    """The top trials; the study's counts and best value logged to its parent run."""
+    from searchsvc.storage import count_trials
+
+    counts = count_trials(run.study)
+    top = _top_rows(run, 5)
+    run.tracker.log_study_metrics(
         {"trials_complete": counts.complete, "trials_pruned": counts.pruned,
          "trials_failed": counts.failed},
     )  # fmt: skip
-    if result.top:
-        best = result.top[0]
-        tracker.set_study_tags(
+    if top:
+        best = top[0]
+        run.tracker.set_study_tags(
             {"best_trial": str(best["number"]), "best_value": str(best["value"])}
         )
-        tracker.log_study_metrics({f"best_{spec.primary.metric}": best["value"]})
-    if build_ensemble and spec.ensemble.enabled and counts.complete and not result.interrupted:
-        from searchsvc.study_ensemble import build_study_ensemble
+        run.tracker.log_study_metrics({f"best_{run.spec.primary.metric}": best["value"]})
+    return top
 
-        try:
-            result.ensemble = build_study_ensemble(spec, paths, tracker, data, trainer)
-        except EnsembleError as exc:  # the search itself succeeded; say why there is no ensemble
-            logger.warning("no ensemble: %s", exc)
-            console.print(f"no ensemble: {exc}")
-    if build_report and counts.finished:
-        from searchsvc.report import write_report
 
-        try:
-            result.report = write_report(spec, paths)
-        except Exception:  # the report is a view of stored results: never fail the study for it
-            logger.exception("could not write the study report")
-    tracker.end_study("KILLED" if result.interrupted else "FINISHED")
-    release_study(optuna_study)
-    result.elapsed_s = time.monotonic() - started
-    return result
+def _ensemble(run: StudyRun, console: Console) -> dict[str, Any] | None:
+    from searchsvc.study_ensemble import build_study_ensemble
+
+    try:
+        return build_study_ensemble(run)
+    except EnsembleError as exc:  # the search itself succeeded; say why there is no ensemble
+        logger.warning("no ensemble: %s", exc)
+        console.print(f"no ensemble: {exc}")
+        return None
+
+
+def _report(run: StudyRun) -> Path | None:
+    from searchsvc.report import write_report
+
+    try:
+        return write_report(run)
+    except Exception:  # the report is a view of stored results: never fail the study for it
+        logger.exception("could not write the study report")
+        return None
+
+
+def _result(run: StudyRun, outcome: RunOutcome, top: list[dict[str, Any]]) -> StudyResult:
+    from searchsvc.storage import count_trials
+
+    counts = count_trials(run.study) if run.study is not None else None
+    return StudyResult(
+        name=run.spec.name,
+        paths=run.paths,
+        parent_run_id=run.tracker.parent_run_id if run.tracker is not None else "",
+        complete=counts.complete if counts is not None else 0,
+        pruned=counts.pruned if counts is not None else 0,
+        failed=counts.failed if counts is not None else 0,
+        budget=run.budget,
+        interrupted=outcome.interrupted,
+        top=top,
+        stopped_during=outcome.stage if outcome.interrupted else "",
+        signal=outcome.signal if outcome.interrupted else "",
+        status=outcome.status,
+        pending=outcome.pending,
+    )
 
 
 def _quiet_libraries() -> None:
@@ -295,7 +322,7 @@ def _quiet_libraries() -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, search_path: tuple[str, ...]) -> None:
     import ray
 
     if ray.is_initialized():
@@ -305,7 +332,7 @@ def _init_ray(address: str | None) -> None:
         "log_to_driver": False,
         "logging_level": logging.ERROR,
         # Trainers named 'module:object' from the user's folder must import in the workers too.
-        "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath()}},
+        "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath(search_path)}},
     }
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
@@ -315,19 +342,20 @@ def _init_ray(address: str | None) -> None:
         ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
 
 
-def _pythonpath() -> str:
-    parts = [os.getcwd(), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+def _pythonpath(search_path: tuple[str, ...]) -> str:
+    """The workers' PYTHONPATH: theirs, then the study file's folder and the current folder."""
+    parts = [*filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)), *search_path]
     return os.pathsep.join(dict.fromkeys(parts))
 
 
-def _best(optuna_study: Any, spec: StudySpec) -> tuple[int, float] | None:
+def _best(run: StudyRun) -> tuple[int, float] | None:
     from searchsvc.storage import top_trials
 
-    top = top_trials(optuna_study, spec, 1)
+    top = top_trials(run.study, run.spec, 1)
     return (top[0].number, top[0].values[0]) if top else None
 
 
-def _top_rows(optuna_study: Any, spec: StudySpec, n: int) -> list[dict[str, Any]]:
+def _top_rows(run: StudyRun, n: int) -> list[dict[str, Any]]:
     from searchsvc.storage import top_trials
 
     return [
@@ -339,5 +367,5 @@ def _top_rows(optuna_study: Any, spec: StudySpec, n: int) -> list[dict[str, Any]
             "epochs": t.user_attrs.get("epochs"),
             "best_epoch": t.user_attrs.get("best_epoch"),
         }
-        for t in top_trials(optuna_study, spec, n)
+        for t in top_trials(run.study, run.spec, n)
     ]

@@ -26,7 +26,7 @@ __all__ = [
     "OptunaSearcher",
     "TrialOutcome",
     "TRIAL_NUMBER_KEY",
-    "SEED_NUMBER_KEY",
+    "TRIAL_SEED_KEY",
     "RESUME_CHECKPOINT_KEY",
     "RESUME_OF_KEY",
 ]
@@ -34,7 +34,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TRIAL_NUMBER_KEY = "_trial_number"  # the Optuna trial number, to the trainable and callbacks
-SEED_NUMBER_KEY = "_seed_number"  # the trial's seed is ``seed + this`` (kept across a resume)
+# The trial's seed: the study's seed plus the number of the first trial of its chain (a
+# resumed trial keeps the seed of the one it continues). Computed here, once, and read by
+# training, MLflow params, the model's params.json and the ensemble's members.
+TRIAL_SEED_KEY = "_seed"
 RESUME_CHECKPOINT_KEY = "_resume_checkpoint"  # an interrupted trial's checkpoint folder
 RESUME_OF_KEY = "_resume_of"  # ... and that trial's number (the checkpoint's owner)
 _CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -98,7 +101,7 @@ class OptunaSearcher(Searcher):
         self._live[trial_id] = live
         config = {**params, TRIAL_NUMBER_KEY: trial.number}
         attrs = trial.user_attrs
-        config[SEED_NUMBER_KEY] = attrs.get(SEED_OF, trial.number)
+        config[TRIAL_SEED_KEY] = self._spec.seed + int(attrs.get(SEED_OF, trial.number))
         checkpoint = attrs.get(CHECKPOINT)
         if checkpoint:
             # It continues an interrupted trial from that trial's last checkpoint: its epochs

@@ -10,6 +10,7 @@ trial had no stored model and could not be that trial.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -36,8 +37,9 @@ from searchsvc.metrics import accuracy, expected_calibration_error, log_loss
 from searchsvc.paths import StudyPaths
 from searchsvc.pyfunc import log_ensemble, set_champion_if_better
 from searchsvc.spec import StudySpec
+from searchsvc.study_run import StudyRun
 from searchsvc.tracking import MODEL_DIR, StudyTracker
-from searchsvc.trainer import Dataset, Trainer
+from searchsvc.trainer import Dataset
 
 __all__ = ["build_study_ensemble", "best_single_index", "ENSEMBLE_MODEL_NAME"]
 
@@ -47,17 +49,16 @@ ENSEMBLE_MODEL_NAME = "ensemble"
 
 
 def build_study_ensemble(
-    spec: StudySpec,
-    paths: StudyPaths,
-    tracker: StudyTracker,
-    data: Dataset,
-    trainer: Trainer,
+    run: StudyRun,
     *,
     method: str | None = None,
     size: int | None = None,
     candidates: int | None = None,
 ) -> dict[str, Any]:
     """Select members among the best completed trials, evaluate, log and register.
+
+    Uses the run's Optuna study, tracker (on the parent run), data and trainer, as opened by
+    the command.
 
     Returns a summary: ``members``, ``best_single_trial`` (its number), ``best_single`` and
     ``ensemble`` test scores (accuracy, nll, ece; ``best_single`` also has ``trial``),
@@ -67,13 +68,13 @@ def build_study_ensemble(
         EnsembleError: the study has no completed trial, or none of the best ``candidates``
             completed trials has stored weights.
     """
-    from searchsvc.storage import open_study, top_trials
+    from searchsvc.storage import top_trials
 
+    spec, paths, tracker, data, trainer = run.spec, run.paths, run.tracker, run.data, run.trainer
     method = method or spec.ensemble.method
     size = size or spec.ensemble.size
     n_candidates = candidates or spec.ensemble.candidates
-    optuna_study = open_study(spec, paths.storage_url)
-    best = top_trials(optuna_study, spec, n_candidates)
+    best = top_trials(run.study, spec, n_candidates)
     runs = tracker.trial_runs()
     with tempfile.TemporaryDirectory(prefix="searchsvc-ens-") as tmp:
         folder = Path(tmp)
@@ -96,7 +97,9 @@ def build_study_ensemble(
                 trainer, info["params"], data.n_features, data.n_classes, state,
                 who=f"trial {trial.number}",
             )  # fmt: skip
-            member = Member(trial.number, 1.0, info["params"], float(trial.values[0]))
+            member = Member(
+                trial.number, 1.0, info["params"], float(trial.values[0]), seed=info.get("seed")
+            )
             pool.append((member, target / "state_dict.pt", network))
         if not best:
             raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
@@ -123,7 +126,7 @@ def build_study_ensemble(
         else:
             weights = select_top_k(val_probs, data.y_val, size)
         entries = [
-            (Member(m.trial_number, float(w), m.params, m.val_score), path)
+            (dataclasses.replace(m, weight=float(w)), path)
             for (m, path, _), w in zip(pool, weights, strict=True)
             if w > 0
         ]

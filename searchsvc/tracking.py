@@ -163,6 +163,11 @@ class StudyTracker:
             shutil.rmtree(self._spool, ignore_errors=True)
             self._spool = None
 
+    def flush_now(self) -> bool:
+        """One attempt to write what is deferred, now; True when nothing is left."""
+        self._next_try = 0.0
+        return self._flush_once()
+
     @property
     def pending(self) -> int:
         return len(self._pending)
@@ -177,26 +182,53 @@ class StudyTracker:
 
     # ----------------------------------------------------------------- study
 
+    def find_parent(self, name: str, parent_run_id: str | None = None) -> bool:
+        """Point this tracker at study ``name``'s experiment and parent run, creating nothing.
+
+        ``parent_run_id`` (the id the Optuna study recorded) is tried first; otherwise the
+        oldest run tagged as the parent (the one ``start_study`` reuses).
+
+        Returns:
+            True if the experiment has a parent run.
+        """
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            return False
+        self.experiment_id = experiment.experiment_id
+        if parent_run_id:
+            try:
+                self.parent_run_id = self.client.get_run(parent_run_id).info.run_id
+                return True
+            except Exception:  # deleted or from another store: fall back to the search
+                logger.debug("parent run %s named by the study is gone", parent_run_id)
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        self.parent_run_id = runs[0].info.run_id if runs else ""
+        return bool(runs)
+
+    def attach(self, spec: StudySpec, study: Any = None) -> bool:
+        """Read-only use: find the study's parent run (see ``find_parent``); no writes."""
+        recorded = study.user_attrs.get("mlflow_parent_run_id") if study is not None else None
+        try:
+            return self.find_parent(spec.name, recorded)
+        except Exception as exc:  # MLflow raises many types; say where it failed, once
+            raise TrackingError(f"MLflow at {self.tracking_uri}: {exc}") from exc
+
     def start_study(self, spec: StudySpec, study_text: str) -> str:
         """Find or create the experiment and the study's parent run; returns its id."""
         try:
-            experiment = self.client.get_experiment_by_name(spec.name)
-            if experiment is None:
+            found = self.find_parent(spec.name)
+            if not self.experiment_id:
                 self.experiment_id = self.client.create_experiment(
                     spec.name, artifact_location=self._artifact_location
                 )
-            else:
-                self.experiment_id = experiment.experiment_id
-            runs = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
-                max_results=1,
-                order_by=["attributes.start_time ASC"],
-            )
         except Exception as exc:  # MLflow raises many types; say where it failed, once
             raise TrackingError(f"MLflow at {self.tracking_uri}: {exc}") from exc
-        if runs:
-            self.parent_run_id = runs[0].info.run_id
+        if found:
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self._trial_runs = self.trial_runs()
             return self.parent_run_id

@@ -65,9 +65,12 @@ class Resume:
 
 
 def make_trainable(
-    trainer_ref: str, *, max_epochs: int, seed: int, cpus: float
+    trainer_ref: str, *, search_path: tuple[str, ...] = (), max_epochs: int, cpus: float
 ) -> Callable[..., None]:
-    """A function trainable ``(config, data)`` for ``tune.with_parameters(..., data=...)``."""
+    """A function trainable ``(config, data)`` for ``tune.with_parameters(..., data=...)``.
+
+    ``search_path``: the folders a ``module:object`` trainer is imported from on the worker.
+    """
 
     def run_trial(config: dict[str, Any], data: Dataset) -> None:
         import ray
@@ -78,17 +81,16 @@ def make_trainable(
         from searchsvc.searcher import (
             RESUME_CHECKPOINT_KEY,
             RESUME_OF_KEY,
-            SEED_NUMBER_KEY,
             TRIAL_NUMBER_KEY,
+            TRIAL_SEED_KEY,
         )
 
         number = int(config[TRIAL_NUMBER_KEY])
-        seed_number = int(config.get(SEED_NUMBER_KEY, number))
         params = {k: v for k, v in config.items() if not k.startswith("_")}
         torch.set_num_threads(max(1, int(cpus)))
         # Which Ray node ran the trial (several nodes may share one IP address).
         node_id = ray.get_runtime_context().get_node_id()
-        trainer = resolve_trainer(trainer_ref)
+        trainer = resolve_trainer(trainer_ref, search_path)
 
         resume = None
         checkpoint = tune.get_checkpoint()
@@ -124,7 +126,7 @@ def make_trainable(
             send,
             number=number,
             max_epochs=max_epochs,
-            seed=seed + seed_number,
+            seed=int(config[TRIAL_SEED_KEY]),
             device=_device(),
             node_id=node_id,
             resume=resume,

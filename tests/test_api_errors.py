@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from searchsvc.api import load_ensemble
-from searchsvc.errors import EnsembleError
+from searchsvc.errors import EnsembleError, StudyNotRunError
 from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
 
 
@@ -52,18 +52,16 @@ def test_study_that_never_ran_says_so_and_creates_nothing(
     study_file = write_study(base_study(name="never", workdir=str(workdir)))
     before = _files(tmp_path)
 
-    with pytest.raises(EnsembleError) as info:
+    with pytest.raises(StudyNotRunError) as info:
         load_ensemble(study_file)
 
-    message = _one_line(info)
-    assert message.startswith(f"{study_file}: study 'never' has no ensemble yet: it never ran")
-    assert f"(run `searchsvc run {study_file}` first)" in message
+    assert str(info.value) == f"{study_file}: study 'never' has not run yet"
     assert _files(tmp_path) == before  # no workdir, no optuna.db, no mlflow.db
 
 
 def test_default_workdir_under_runs_is_not_created(write_study: Callable[..., Path]) -> None:
     study_file = write_study(base_study(name="nowhere"))  # default: ./runs/nowhere/
-    with pytest.raises(EnsembleError, match="it never ran"):
+    with pytest.raises(StudyNotRunError, match="study 'nowhere' has not run yet$"):
         load_ensemble(study_file)
     assert _files(Path.cwd()) == []
 
@@ -98,8 +96,9 @@ def test_storage_without_this_study_says_it_never_ran(
     workdir.mkdir()
     _add_trials(f"sqlite:///{workdir / 'optuna.db'}", "another-study", [])
     study_file = write_study(base_study(name="absent", workdir=str(workdir)))
-    with pytest.raises(EnsembleError, match=r"study 'absent' has no ensemble yet: it never ran"):
+    with pytest.raises(StudyNotRunError) as info:
         load_ensemble(study_file)
+    assert str(info.value) == f"{study_file}: study 'absent' has not run yet"
     assert not (workdir / "mlflow.db").exists()
 
 

@@ -5,6 +5,7 @@ restarting, the database connection dropping). Nothing here is mocked."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -277,6 +278,16 @@ def test_killed_driver_resumes_to_exactly_the_budget(write_study, tmp_path):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
         assert sorted(set(steps)) == list(range(1, epochs + 1))
         assert len(steps) <= epochs + 1, "at most the epoch of the kill is logged twice"
+        # One seed rule: the seed it trained with is the first trial's, in MLflow's params and
+        # in the stored model's params.json alike.
+        first = int(run.data.tags["searchsvc.resumed_from_trial"])
+        while "resume_of" in final.trials[first].user_attrs:
+            first = final.trials[first].user_attrs["resume_of"]
+        assert run.data.params["seed"] == str(first)  # the study's seed is 0
+        into = tmp_path / f"model-{run.info.run_id}"
+        into.mkdir()
+        model = Path(client.download_artifacts(run.info.run_id, "model", str(into)))
+        assert json.loads((model / "params.json").read_text())["seed"] == first
 
 
 def test_tracking_server_down_mid_study_loses_no_metric(write_study, tmp_path):

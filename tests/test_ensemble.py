@@ -42,6 +42,7 @@ from searchsvc.paths import StudyPaths
 from searchsvc.spec import StudySpec
 from searchsvc.storage import open_study
 from searchsvc.study_ensemble import best_single_index, build_study_ensemble
+from searchsvc.study_run import StudyRun
 from searchsvc.trainer import Dataset
 from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
 
@@ -568,6 +569,15 @@ class _FakeTracker:
         return dict(self.runs)
 
 
+def _run(spec: StudySpec, paths: StudyPaths, tracker: _FakeTracker, data: Dataset) -> StudyRun:
+    """The StudyRun the ensemble command hands the builder (its tracker a stand-in)."""
+    study = open_study(spec, paths.storage_url, create=False)
+    return StudyRun(
+        spec=spec, paths=paths, study=study, tracker=tracker,  # type: ignore[arg-type]
+        data=data, trainer_instance=TINY,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
 def _study_with_models(
     tmp_path: Path, values: dict[int, float], with_model: set[int]
 ) -> tuple[StudySpec, StudyPaths, _FakeTracker, Dataset, dict[int, nn.Module]]:
@@ -624,7 +634,7 @@ def test_best_single_is_the_best_trial_with_a_model_and_a_missing_model_is_warne
         functools.partial(load_members_dir, resolver=lambda ref: TINY),
     )
     with caplog.at_level(logging.WARNING, logger="searchsvc.study_ensemble"):
-        summary = build_study_ensemble(spec, paths, tracker, data, TINY)  # type: ignore[arg-type]
+        summary = build_study_ensemble(_run(spec, paths, tracker, data))
 
     assert summary["best_single_trial"] == 0
     assert summary["best_single"]["trial"] == 0
@@ -652,7 +662,7 @@ def test_best_single_needs_no_warning_when_the_best_trial_has_a_model(
         functools.partial(load_members_dir, resolver=lambda ref: TINY),
     )
     with caplog.at_level(logging.WARNING, logger="searchsvc.study_ensemble"):
-        summary = build_study_ensemble(spec, paths, tracker, data, TINY)  # type: ignore[arg-type]
+        summary = build_study_ensemble(_run(spec, paths, tracker, data))
     assert summary["best_single_trial"] == 1
     assert not [r for r in caplog.records if "best single" in r.getMessage()]
 
@@ -660,7 +670,7 @@ def test_best_single_needs_no_warning_when_the_best_trial_has_a_model(
 def test_study_without_stored_models_is_a_clear_ensemble_error(tmp_path: Path) -> None:
     spec, paths, tracker, data, _ = _study_with_models(tmp_path, {0: 0.3}, with_model=set())
     with pytest.raises(EnsembleError, match="none of its 1 best completed trials has stored"):
-        build_study_ensemble(spec, paths, tracker, data, TINY)  # type: ignore[arg-type]
+        build_study_ensemble(_run(spec, paths, tracker, data))
 
 
 @pytest.mark.parametrize(

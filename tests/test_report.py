@@ -8,6 +8,7 @@ scores on the parent).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import shutil
@@ -26,10 +27,12 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from searchsvc import report
+from searchsvc.errors import StudyNotRunError
 from searchsvc.paths import StudyPaths, resolve_paths
 from searchsvc.space import to_distribution
 from searchsvc.spec import StudySpec
 from searchsvc.storage import INTERRUPTED, open_study
+from searchsvc.study_run import StudyRun
 from searchsvc.tracking import StudyTracker
 from tests.conftest import base_study
 from trainers.diagnostics import activation_histogram_png
@@ -61,6 +64,14 @@ def _paths(spec: StudySpec, stores: Path) -> StudyPaths:
         storage=f"sqlite:///{stores / 'optuna.db'}",
         workdir=stores / spec.name,
     )
+
+
+def _run(spec: StudySpec, paths: StudyPaths) -> StudyRun:
+    """The StudyRun a report command builds: the study opened if it has run."""
+    run = StudyRun(spec=spec, paths=paths)
+    with contextlib.suppress(StudyNotRunError):
+        run.open_existing()
+    return run
 
 
 def _histogram_png(seed: int, activation: str, epoch: int) -> bytes:
@@ -269,7 +280,7 @@ def _img_sources(index: Path) -> list[str]:
 
 def test_report_draws_every_figure_and_references_it(tpe_study: Built, tmp_path: Path) -> None:
     paths = _own_workdir(tpe_study, tmp_path)
-    index = report.write_report(tpe_study.spec, paths, log_to_mlflow=False)
+    index = report.write_report(_run(tpe_study.spec, paths), log_to_mlflow=False)
 
     assert index == tmp_path / "work" / "report" / "index.html"
     sources = _img_sources(index)
@@ -302,7 +313,7 @@ def test_report_draws_every_figure_and_references_it(tpe_study: Built, tmp_path:
 
 
 def test_report_is_logged_to_the_parent_run(tpe_study: Built, tmp_path: Path) -> None:
-    report.write_report(tpe_study.spec, _own_workdir(tpe_study, tmp_path))
+    report.write_report(_run(tpe_study.spec, _own_workdir(tpe_study, tmp_path)))
 
     client = tpe_study.tracker.client
     logged = {a.path for a in client.list_artifacts(tpe_study.tracker.parent_run_id, "report")}
@@ -315,7 +326,7 @@ def test_grid_study_gets_group_curves_histograms_and_layer_table(
     grid_study: Built, tmp_path: Path
 ) -> None:
     paths = _own_workdir(grid_study, tmp_path)
-    index = report.write_report(grid_study.spec, paths, log_to_mlflow=False)
+    index = report.write_report(_run(grid_study.spec, paths), log_to_mlflow=False)
 
     folder = index.parent
     page = index.read_text()
@@ -338,7 +349,9 @@ def test_grid_study_gets_group_curves_histograms_and_layer_table(
 
 def test_group_by_averages_each_groups_trials(grid_study: Built, tmp_path: Path) -> None:
     paths = _own_workdir(grid_study, tmp_path)
-    index = report.write_report(grid_study.spec, paths, group_by="activation", log_to_mlflow=False)
+    index = report.write_report(
+        _run(grid_study.spec, paths), group_by="activation", log_to_mlflow=False
+    )
 
     page = index.read_text()
     assert "Groups by activation: 2 groups" in page
@@ -360,7 +373,7 @@ def test_group_by_averages_each_groups_trials(grid_study: Built, tmp_path: Path)
 def test_unknown_group_by_is_refused(grid_study: Built, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown: depth"):
         report.write_report(
-            grid_study.spec, _own_workdir(grid_study, tmp_path), group_by="activation,depth"
+            _run(grid_study.spec, _own_workdir(grid_study, tmp_path)), group_by="activation,depth"
         )
 
 
@@ -381,7 +394,7 @@ def test_multi_objective_study_ranks_by_the_primary(stores: Path) -> None:
         ],
         sampler={"name": "nsga2"},
     )
-    index = report.write_report(built.spec, built.paths, log_to_mlflow=False)
+    index = report.write_report(_run(built.spec, built.paths), log_to_mlflow=False)
 
     for name in MAIN_FIGURES[:5]:  # no ensemble in this study
         _assert_png(index.parent / name)
@@ -392,7 +405,7 @@ def test_multi_objective_study_ranks_by_the_primary(stores: Path) -> None:
 
 def test_empty_study_still_gets_a_page(stores: Path) -> None:
     spec = StudySpec.model_validate(base_study(name="empty-study"))
-    index = report.write_report(spec, _paths(spec, stores))  # no Optuna study, no MLflow run
+    index = report.write_report(_run(spec, _paths(spec, stores)))  # no Optuna study, no MLflow run
 
     page = index.read_text()
     assert "Study report: empty-study" in page
@@ -404,10 +417,10 @@ def test_empty_study_with_parent_run_is_logged_only_when_asked(stores: Path) -> 
     built = _build_study(stores, [], name="started-study")
     client, run_id = built.tracker.client, built.tracker.parent_run_id
 
-    index = report.write_report(built.spec, built.paths, log_to_mlflow=False)
+    index = report.write_report(_run(built.spec, built.paths), log_to_mlflow=False)
     assert "no trials yet" in index.read_text()
     assert not client.list_artifacts(run_id, "report")
-    report.write_report(built.spec, built.paths)
+    report.write_report(_run(built.spec, built.paths))
     assert "report/index.html" in {a.path for a in client.list_artifacts(run_id, "report")}
 
 
@@ -415,9 +428,9 @@ def test_rewrite_replaces_the_old_report_and_a_crash_keeps_it(
     tpe_study: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paths = _own_workdir(tpe_study, tmp_path)
-    index = report.write_report(tpe_study.spec, paths, log_to_mlflow=False)
+    index = report.write_report(_run(tpe_study.spec, paths), log_to_mlflow=False)
     (index.parent / "stale.png").write_bytes(PNG_MAGIC)
-    report.write_report(tpe_study.spec, paths, log_to_mlflow=False)
+    report.write_report(_run(tpe_study.spec, paths), log_to_mlflow=False)
     assert not (index.parent / "stale.png").exists()  # replaced, not merged
     before = index.read_text()
 
@@ -426,7 +439,7 @@ def test_rewrite_replaces_the_old_report_and_a_crash_keeps_it(
 
     monkeypatch.setattr(report, "_fig_ensemble", crash)
     with pytest.raises(RuntimeError, match="disk full"):
-        report.write_report(tpe_study.spec, paths, log_to_mlflow=False)
+        report.write_report(_run(tpe_study.spec, paths), log_to_mlflow=False)
     assert index.read_text() == before
     assert all((index.parent / name).is_file() for name in MAIN_FIGURES)
     assert not list(paths.workdir.glob(".report*")), "temporary folders left behind"
@@ -441,7 +454,7 @@ def test_report_renders_in_headless_chromium(grid_study: Built, tmp_path: Path) 
     if chromium is None:
         pytest.fail("chromium is not installed; CI must install it: apt-get install -y chromium")
     index = report.write_report(
-        grid_study.spec, _own_workdir(grid_study, tmp_path), log_to_mlflow=False
+        _run(grid_study.spec, _own_workdir(grid_study, tmp_path)), log_to_mlflow=False
     )
     shot = tmp_path / "page.png"
     done = subprocess.run(
@@ -481,7 +494,7 @@ def test_report_renders_in_headless_chromium(grid_study: Built, tmp_path: Path) 
 def test_report_shows_diagnosis_counts_and_each_top_trials_diagnosis(
     tpe_study: Built, tmp_path: Path
 ) -> None:
-    index = report.write_report(tpe_study.spec, tpe_study.paths, log_to_mlflow=False)
+    index = report.write_report(_run(tpe_study.spec, tpe_study.paths), log_to_mlflow=False)
     page = index.read_text()
     summary = page[page.index("<h2>Summary</h2>") : page.index("<h2>Top")]
     assert "diagnosis (recipe)" in summary and "healthy" in summary
@@ -537,7 +550,7 @@ def test_every_report_figure_has_a_title_and_labelled_axes(
 ) -> None:
     built: Built = request.getfixturevalue(which)
     drawn = _record_figures(monkeypatch)
-    report.write_report(built.spec, _own_workdir(built, tmp_path), log_to_mlflow=False)
+    report.write_report(_run(built.spec, _own_workdir(built, tmp_path)), log_to_mlflow=False)
 
     expected = MAIN_FIGURES if which == "tpe_study" else [*MAIN_FIGURES[:5], "group_curves.png"]
     assert sorted(drawn) == sorted(expected)
@@ -549,7 +562,9 @@ def test_parallel_coordinates_label_the_objective_and_every_parameter_axis(
     tpe_study: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     drawn = _record_figures(monkeypatch)
-    report.write_report(tpe_study.spec, _own_workdir(tpe_study, tmp_path), log_to_mlflow=False)
+    report.write_report(
+        _run(tpe_study.spec, _own_workdir(tpe_study, tmp_path)), log_to_mlflow=False
+    )
 
     fig = drawn["parallel.png"]
     main = fig.axes[0]

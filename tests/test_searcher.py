@@ -126,7 +126,7 @@ def test_trial_that_never_reported_is_a_failure(setup):
 
 
 def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup, tmp_path):
-    from searchsvc.searcher import RESUME_CHECKPOINT_KEY, RESUME_OF_KEY, SEED_NUMBER_KEY
+    from searchsvc.searcher import RESUME_CHECKPOINT_KEY, RESUME_OF_KEY, TRIAL_SEED_KEY
     from searchsvc.storage import recover_interrupted, resumed_trials
 
     spec, study, stopped, searcher = setup
@@ -143,7 +143,7 @@ def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup,
     assert resumed_trials(study) == {0: 1}
     config = OptunaSearcher(spec, study, set()).suggest("t2")
     assert config[RESUME_CHECKPOINT_KEY] == str(checkpoint) and config[RESUME_OF_KEY] == 0
-    assert config[SEED_NUMBER_KEY] == 0, "the seed stays the first trial's"
+    assert config[TRIAL_SEED_KEY] == spec.seed + 0, "the seed stays the first trial's"
     successor = study.trials[1]
     assert successor.intermediate_values == {1: 1.0, 2: 0.5}, "epochs up to the checkpoint"
     assert study.trials[0].state == State.FAIL and study.trials[0].user_attrs["interrupted"]

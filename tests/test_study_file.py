@@ -260,9 +260,9 @@ def test_data_dir_option_that_is_not_a_folder_exits_2_and_creates_nothing(write_
 
 
 def test_data_dir_option_beats_the_study_file(write_study, tmp_path):
-    from searchsvc.cli import _load
+    from searchsvc.study_run import StudyRun
 
     path = write_study(base_study(dataset={"name": "mnist", "data_dir": "/elsewhere"}))
-    study = _load(path, tmp_path)
-    assert study.spec.dataset.data_dir == str(tmp_path.resolve())
-    assert study.path == path
+    run = StudyRun.prepare(load_study(path), data_dir=tmp_path)
+    assert run.spec.dataset.data_dir == str(tmp_path.resolve())
+    assert run.source == path

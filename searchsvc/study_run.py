@@ -1,0 +1,417 @@
+"""One study, one command: the ``StudyRun`` that every stage is handed.
+
+A command builds one ``StudyRun`` from the validated study file and its options (nothing is
+created then), opens what it needs (the data, the Optuna study, the MLflow tracker) once,
+hands the run to the stages (search, ensemble, report, status), and ends it through
+:meth:`StudyRun.lifecycle`. Whatever ends the command (its end, an error, Ctrl-C, SIGTERM),
+the lifecycle ends the MLflow parent run with the matching status (FINISHED, FAILED, KILLED),
+says what the tracker could not write, and releases the driver's claim on the study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from searchsvc.errors import SearchsvcError, StudyFailed, StudyNotRunError, StudySpecError
+from searchsvc.paths import StudyPaths, resolve_paths
+from searchsvc.spec import StudySpec
+
+if TYPE_CHECKING:
+    import optuna
+
+    from searchsvc.loader import Study
+    from searchsvc.tracking import StudyTracker
+    from searchsvc.trainer import Dataset, Trainer
+
+__all__ = ["RunOutcome", "StudyRun", "reassert_stop_signals", "signal_handlers_kept"]
+
+logger = logging.getLogger(__name__)
+
+_SQLITE = "sqlite:///"
+
+
+@dataclass
+class RunOutcome:
+    """How a command's run ended, filled in by :meth:`StudyRun.lifecycle`.
+
+    Attributes:
+        interrupted: Ctrl-C or SIGTERM stopped it.
+        stage: the stage it was in when it stopped (``"searching"``, ...).
+        signal: ``"SIGTERM"`` when that signal stopped it, else ``"SIGINT"``.
+        status: the MLflow status the parent run was ended with ("" if there was none).
+        pending: tracker writes still unwritten at the end (MLflow unreachable).
+    """
+
+    interrupted: bool = False
+    stage: str = ""
+    signal: str = ""
+    status: str = ""
+    pending: int = 0
+
+
+@dataclass
+class StudyRun:
+    """A study's state for one command, built once and handed to every stage.
+
+    Attributes:
+        spec: the study spec with the command's overrides (``--n-trials``, ``--data-dir``).
+        paths: where the study's stores and folder are.
+        source: the study file (for messages), or None for a spec built in code.
+        text: the study file's text (stored with the parent run).
+        search_path: folders a ``module:object`` trainer is imported from, here and on
+            every Ray worker.
+        study: the one Optuna handle, once opened.
+        tracker: the one MLflow writer, once opened.
+        data: the data set, once loaded (in the driver only).
+        trainer_instance: the trainer, once imported (see ``trainer``) or as given.
+        stage: what the command is doing now (named in interrupt and error messages).
+    """
+
+    spec: StudySpec
+    paths: StudyPaths
+    source: Path | None = None
+    text: str = ""
+    search_path: tuple[str, ...] = ()
+    study: optuna.Study | None = None
+    tracker: StudyTracker | None = None
+    data: Dataset | None = None
+    stage: str = "starting"
+    claimed: bool = False
+    owns_parent: bool = False  # this command set the parent run RUNNING, so it ends it
+    trainer_instance: Trainer | None = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- building
+
+    @classmethod
+    def prepare(
+        cls,
+        study: Study,
+        *,
+        n_trials: int | None = None,
+        tracking_uri: str | None = None,
+        storage: str | None = None,
+        workdir: str | Path | None = None,
+        data_dir: str | Path | None = None,
+    ) -> StudyRun:
+        """The run of a validated study file with the command's options; creates nothing.
+
+        Raises:
+            StudySpecError: an option is malformed (a URL, a missing ``--data-dir``).
+        """
+        spec = study.spec
+        if n_trials is not None:
+            budget = spec.budget.model_copy(update={"n_trials": n_trials})
+            spec = spec.model_copy(update={"budget": budget})
+        if data_dir is not None:
+            if not Path(data_dir).is_dir():
+                raise StudySpecError(f"--data-dir: {data_dir} is not a folder")
+            # The option beats the study file's dataset.data_dir, as every option beats the file.
+            dataset = spec.dataset.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
+            spec = spec.model_copy(update={"dataset": dataset})
+        paths = resolve_paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+        return cls(
+            spec=spec, paths=paths, source=study.path, text=study.text,
+            search_path=study.search_path,
+        )  # fmt: skip
+
+    @property
+    def where(self) -> str:
+        """How messages name the study: its file, else its name."""
+        return str(self.source) if self.source is not None else self.spec.name
+
+    @property
+    def budget(self) -> int:
+        """Finished trials this run aims for (``budget.n_trials``, capped at a grid's size)."""
+        budget = self.spec.budget.n_trials
+        if self.spec.sampler.name == "grid":
+            return min(budget, self.spec.grid_size())
+        return budget
+
+    @property
+    def trainer(self) -> Trainer:
+        """The study's trainer, imported on first use (``status`` never needs it)."""
+        if self.trainer_instance is None:
+            from searchsvc.registry import resolve_trainer
+
+            self.trainer_instance = resolve_trainer(self.spec.trainer, self.search_path)
+        return self.trainer_instance
+
+    def enter(self, stage: str) -> None:
+        """Say what the command does next (named if it stops there)."""
+        self.stage = stage
+        logger.info("%s: %s", self.spec.name, stage)
+
+    # ----------------------------------------------------------------- opening
+
+    def load_data(self) -> Dataset:
+        """The study's data set, loaded once (in the driver) and kept on the run."""
+        from trainers.datasets import load_dataset
+
+        dataset = self.spec.dataset
+        self.data = load_dataset(
+            dataset.name,
+            data_dir=dataset.data_dir,
+            path=dataset.path,
+            val_size=dataset.val_size,
+            train_subset=dataset.train_subset,
+            seed=self.spec.seed,
+        )
+        return self.data
+
+    def open_search(self) -> list[int]:
+        """Open (or create) the Optuna study, claim it as its driver and recover orphans.
+
+        Returns:
+            The numbers of the trials a dead driver left running (now asked for again).
+        """
+        from searchsvc.samplers import build_sampler
+        from searchsvc.storage import BUDGET_ATTR, claim_study, open_study, recover_interrupted
+
+        self.paths.workdir.mkdir(parents=True, exist_ok=True)
+        self.study = open_study(self.spec, self.paths.storage_url)
+        # Before anything else: a second live driver would take the first one's trials as orphans.
+        claim_study(self.study)
+        self.claimed = True
+        recovered = recover_interrupted(self.study)
+        # A resumed seeded sampler must not replay the start-up points of the first run.
+        seed = self.spec.seed + len(self.study.get_trials(deepcopy=False))
+        self.study.sampler = build_sampler(self.spec, seed=seed)
+        # `searchsvc status` shows progress toward the budget of the last run (--n-trials too).
+        self.study.set_user_attr(BUDGET_ATTR, self.budget)
+        return recovered
+
+    def open_tracking(self, *, tidy: bool = True) -> int:
+        """Find or create the MLflow parent run (RUNNING until the lifecycle ends it).
+
+        Args:
+            tidy: also end trial runs a dead driver left RUNNING and hand interrupted trials'
+                runs to their successors (only the study's driver may).
+
+        Returns:
+            How many trial runs were left RUNNING (now ended).
+        """
+        from searchsvc.storage import resumed_trials
+        from searchsvc.tracking import StudyTracker
+
+        self.tracker = StudyTracker(
+            self.paths.tracking_uri, artifact_location=self.paths.artifact_location
+        )
+        parent = self.tracker.start_study(self.spec, self.text)
+        self.owns_parent = True
+        if not tidy:
+            return 0
+        stale = self.tracker.close_stale_trial_runs()
+        if self.study is not None:
+            self.tracker.adopt_interrupted_runs(resumed_trials(self.study))
+            self.study.set_user_attr("mlflow_parent_run_id", parent)
+        return stale
+
+    def open_existing(self) -> optuna.Study:
+        """The Optuna study of a study that has run, opened without creating anything.
+
+        For the commands that read results (``status``, ``ensemble``, ``report``,
+        ``predict``): a study that never ran leaves no database, file or run behind.
+
+        Raises:
+            StudyNotRunError: the storage or the study in it does not exist.
+        """
+        from searchsvc.storage import open_study
+
+        storage = self.paths.storage_url
+        not_run = StudyNotRunError(f"{self.where}: study {self.spec.name!r} has not run yet")
+        if storage.startswith(_SQLITE) and not Path(storage.removeprefix(_SQLITE)).exists():
+            raise not_run
+        if self.spec.name not in _study_names(storage):
+            raise not_run
+        self.study = open_study(self.spec, storage, create=False)
+        return self.study
+
+    def attach_tracking(self) -> StudyTracker | None:
+        """The tracker on the study's existing parent run, creating nothing; None if none."""
+        from searchsvc.tracking import StudyTracker
+
+        uri = self.paths.tracking_uri
+        if uri.startswith(_SQLITE) and not Path(uri.removeprefix(_SQLITE)).exists():
+            return None
+        tracker = StudyTracker(uri, artifact_location=self.paths.artifact_location)
+        if not tracker.attach(self.spec, self.study):
+            return None
+        self.tracker = tracker
+        return tracker
+
+    # ----------------------------------------------------------------- ending
+
+    @contextlib.contextmanager
+    def lifecycle(self) -> Iterator[RunOutcome]:
+        """Run the command's stages; end the parent run and release the claim however it ends.
+
+        Ctrl-C and SIGTERM stop the stages and are swallowed (``outcome.interrupted``; the
+        parent run ends KILLED); a searchsvc error ends it FAILED and propagates; any other
+        exception does too, as :class:`StudyFailed` naming the stage. Further signals are
+        ignored while the run closes, so the closing cannot be cut short.
+        """
+        outcome = RunOutcome()
+        status = "FINISHED"
+        with _stop_signals(outcome):
+            try:
+                yield outcome
+            except KeyboardInterrupt:
+                status = "KILLED"
+                outcome.interrupted = True
+                outcome.stage = self.stage
+                outcome.signal = outcome.signal or "SIGINT"
+            except SearchsvcError:
+                status = "FAILED"
+                raise
+            except Exception as exc:
+                status = "FAILED"
+                logger.debug("%s failed while %s", self.where, self.stage, exc_info=True)
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise StudyFailed(
+                    f"{self.where}: failed while {self.stage}: {type(exc).__name__}"
+                    + (f": {first}" if first else "")
+                    + " (run with -v for the traceback)"
+                ) from exc
+            finally:
+                with _signals_held():
+                    self.close(status, outcome)
+
+    def close(self, status: str, outcome: RunOutcome | None = None) -> None:
+        """End what this run opened; every step is tried, none lets an error out."""
+        outcome = outcome if outcome is not None else RunOutcome()
+        if "ray" in sys.modules:
+            _best_effort("stop Ray", _shutdown_ray)
+        if self.claimed and self.study is not None:
+            from searchsvc.storage import recover_interrupted
+
+            # Trials Ray did not finish become interrupted (asked for again), not RUNNING.
+            _best_effort("record interrupted trials", lambda: recover_interrupted(self.study))
+        if self.tracker is not None and self.owns_parent:
+            tracker = self.tracker
+            _best_effort("write deferred MLflow updates", tracker.flush_now)
+            if self.claimed:
+                _best_effort("end stale trial runs", tracker.close_stale_trial_runs)
+            if _best_effort("end the MLflow parent run", lambda: tracker.end_study(status)):
+                outcome.status = status
+            outcome.pending = tracker.pending
+            if tracker.pending:
+                logger.warning(
+                    "MLflow at %s: %d update(s) could not be written (unreachable); they are "
+                    "not recorded", tracker.tracking_uri, tracker.pending,
+                )  # fmt: skip
+        if self.claimed and self.study is not None:
+            from searchsvc.storage import release_study
+
+            if _best_effort("release the study", lambda: release_study(self.study)):
+                self.claimed = False
+
+
+def _study_names(storage: str) -> list[str]:
+    import optuna
+
+    try:
+        return optuna.study.get_all_study_names(storage=storage)
+    except Exception as exc:
+        from searchsvc.errors import TrackingError
+
+        raise TrackingError(f"Optuna storage {storage}: {exc}") from exc
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _best_effort(what: str, step: Any) -> bool:
+    """Run one closing step; a failure is logged, never raised (the others still run)."""
+    try:
+        step()
+    except Exception as exc:
+        logger.warning("could not %s: %s", what, str(exc).splitlines()[0] if str(exc) else exc)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _stop_signals(outcome: RunOutcome) -> Iterator[None]:
+    """SIGTERM (``docker stop``, ``kill``) stops a run as Ctrl-C does.
+
+    It goes through whichever SIGINT handler is in force: inside ``tuner.fit`` Tune's own
+    (trials stop, the experiment state is saved, ``fit`` returns), elsewhere Python's
+    (``KeyboardInterrupt``). Signal handlers can only be set in the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        outcome.signal = "SIGTERM"
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    _sigterm_handlers.append(on_sigterm)
+    try:
+        yield
+    finally:
+        _sigterm_handlers.remove(on_sigterm)
+        signal.signal(signal.SIGTERM, previous)
+
+
+_sigterm_handlers: list[Any] = []
+
+
+def reassert_stop_signals() -> None:
+    """Put the run's SIGTERM handler back after a library replaced it.
+
+    ``ray.init`` installs Ray's own handler in the driver, which aborts the process (exit
+    -6) instead of stopping the run; the runner calls this right after it.
+    """
+    if _sigterm_handlers and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_handlers[-1])
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore Ctrl-C and SIGTERM while a run closes (each step is bounded by its timeouts)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def signal_handlers_kept() -> Iterator[None]:
+    """Put the SIGINT and SIGTERM handlers back after code that replaces them.
+
+    ``ray.init`` and Tune's ``fit`` install their own and leave them in place (Tune restores
+    SIGINT only once it has caught one), so a Ctrl-C in a later stage would be swallowed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:
+                signal.signal(signum, handler)
