@@ -88,11 +88,10 @@ def network_params(args: argparse.Namespace, init: str) -> dict[str, Any]:
 def train(data: Dataset, params: dict[str, Any], epochs: int, seed: int) -> Run:
     run = Run(str(params["init"]))
 
-    def report(rep: EpochReport) -> bool:
+    def report(rep: EpochReport) -> None:
         run.epochs.append(dict(rep.metrics))
         log.info("%s epoch %d: val_accuracy %.4f, %.3f s", run.init, rep.epoch,
                  rep.metrics["val_accuracy"], rep.metrics["epoch_time_s"])  # fmt: skip
-        return True
 
     trainer.fit(params, data, report, max_epochs=epochs, seed=seed)
     return run

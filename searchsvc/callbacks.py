@@ -17,11 +17,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from searchsvc.searcher import TRIAL_NUMBER_KEY, TRIAL_SEED_KEY, OptunaSearcher, TrialOutcome
+from searchsvc.searcher import OptunaSearcher, TrialOutcome
 from searchsvc.spec import StudySpec
 from searchsvc.storage import heartbeat
 from searchsvc.tracking import StudyTracker
 from searchsvc.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
+from searchsvc.trial_config import params_of, ticket_of
 
 __all__ = ["DriverHeartbeat", "TrackingCallback", "ProgressCallback", "RAY_RESULT_KEYS"]
 
@@ -36,10 +37,6 @@ RAY_RESULT_KEYS = frozenset(
         "epoch", "node_id",
     }
 )  # fmt: skip
-
-
-def _trial_params(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 class TrackingCallback(Callback):
@@ -66,12 +63,12 @@ class TrackingCallback(Callback):
         return {}  # Tune pickles callbacks into its experiment state; nothing there to restore
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        number = int(trial.config[TRIAL_NUMBER_KEY])
+        ticket = ticket_of(trial.config)
         # A trial that resumes an interrupted one continues that trial's run (adopted by the
         # runner at start-up), so MLflow keeps one run per configuration.
         self._runs[trial.trial_id] = self._tracker.start_trial(
-            number,
-            {**_trial_params(trial.config), "seed": int(trial.config[TRIAL_SEED_KEY])},
+            ticket.number,
+            {**params_of(trial.config), "seed": ticket.seed},
             tags={"ray_trial_id": trial.trial_id},
         )
 
@@ -113,7 +110,7 @@ class TrackingCallback(Callback):
         if run_id is None:
             return
         outcome = self._searcher.outcomes.get(trial.trial_id) or TrialOutcome(
-            number=int(trial.config[TRIAL_NUMBER_KEY]),
+            number=ticket_of(trial.config).number,
             state="FAIL" if error else "COMPLETE",
             reason="error in the trainer" if error else "",
         )
@@ -125,10 +122,10 @@ class TrackingCallback(Callback):
         if outcome.state == "COMPLETE" and best is not None and best.exists():
             info = {
                 "trainer": self._trainer_ref,
-                "params": _trial_params(trial.config),
+                "params": params_of(trial.config),
                 "trial_number": outcome.number,
                 "best_epoch": outcome.best_epoch,
-                "seed": int(trial.config[TRIAL_SEED_KEY]),
+                "seed": ticket_of(trial.config).seed,
                 **self._shape,
             }
             self._tracker.log_model(run_id, best, info)

@@ -103,14 +103,14 @@ def check_runtime_names(spec: StudySpec, search_path: tuple[str, ...] = ()) -> l
         problems.append(f"trainer: {exc}")
         return problems
     problems += _check_params(spec, trainer)
-    reported = trainer.reported_metrics
+    allowed = trainer.objective_metrics
     for index, objective in enumerate(spec.objectives):
-        if objective.metric not in reported:
+        if objective.metric not in allowed:
             key = "objective -> metric" if len(spec.objectives) == 1 else f"objective -> {index}"
-            shown = ", ".join(sorted(m for m in reported if not m[-1].isdigit()))
             problems.append(
-                f"{key}: trainer {spec.trainer!r} never reports {objective.metric!r}"
-                f"{_did_you_mean(objective.metric, sorted(reported))}; it reports: {shown}"
+                f"{key}: trainer {spec.trainer!r} cannot optimise {objective.metric!r}"
+                f"{_did_you_mean(objective.metric, sorted(allowed))}; its objective metrics: "
+                f"{', '.join(sorted(allowed))}"
             )
     return problems
 
@@ -122,9 +122,7 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
     """
     from searchsvc.spec import CategoricalParam, FixedParam, FloatParam, IntParam
 
-    check = getattr(trainer, "check_params", None)
-    if check is None:
-        return []
+    check = trainer.check_params
     base: dict[str, Any] = {}
     for key, param in spec.search_space.items():
         match param:

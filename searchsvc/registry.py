@@ -25,6 +25,13 @@ BUILTIN_TRAINERS: dict[str, str] = {
 }
 
 
+# Every attribute of the Trainer protocol; BaseTrainer gives the optional ones their defaults.
+_TRAINER_ATTRIBUTES = (
+    "name", "objective_metrics", "supports_resume", "has_weights", "check_params",
+    "build_network", "fit",
+)  # fmt: skip
+
+
 class TrainerNotFound(SearchsvcError, LookupError):
     """The study names a trainer that does not exist or does not have the trainer interface."""
 
@@ -69,11 +76,10 @@ def resolve_trainer(ref: str, search_path: Iterable[str] = ()) -> Trainer:
         raise TrainerNotFound(f"module {module_name!r} has no object {attr!r}") from None
     if isinstance(obj, type):
         obj = obj()
-    missing = [
-        m for m in ("fit", "build_network", "reported_metrics", "name") if not hasattr(obj, m)
-    ]
+    missing = [m for m in _TRAINER_ATTRIBUTES if not hasattr(obj, m)]
     if missing:
         raise TrainerNotFound(
-            f"{ref!r} is not a trainer: it lacks {', '.join(missing)} (see searchsvc.trainer)"
+            f"{ref!r} is not a trainer: it lacks {', '.join(missing)} (subclass "
+            "searchsvc.trainer.BaseTrainer for the defaults; see searchsvc.trainer)"
         )
     return obj  # type: ignore[return-value]

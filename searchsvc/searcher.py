@@ -9,6 +9,7 @@ value is the one of the epoch whose weights are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -21,25 +22,12 @@ from searchsvc.diagnosis import Diagnosis, Thresholds, diagnose
 from searchsvc.space import suggest_params
 from searchsvc.spec import StudySpec
 from searchsvc.storage import CHECKPOINT, RESUME_OF, SEED_OF, retrying
+from searchsvc.trial_config import TrialTicket, make_config
 
-__all__ = [
-    "OptunaSearcher",
-    "TrialOutcome",
-    "TRIAL_NUMBER_KEY",
-    "TRIAL_SEED_KEY",
-    "RESUME_CHECKPOINT_KEY",
-    "RESUME_OF_KEY",
-]
+__all__ = ["OptunaSearcher", "TrialOutcome"]
 
 logger = logging.getLogger(__name__)
 
-TRIAL_NUMBER_KEY = "_trial_number"  # the Optuna trial number, to the trainable and callbacks
-# The trial's seed: the study's seed plus the number of the first trial of its chain (a
-# resumed trial keeps the seed of the one it continues). Computed here, once, and read by
-# training, MLflow params, the model's params.json and the ensemble's members.
-TRIAL_SEED_KEY = "_seed"
-RESUME_CHECKPOINT_KEY = "_resume_checkpoint"  # an interrupted trial's checkpoint folder
-RESUME_OF_KEY = "_resume_of"  # ... and that trial's number (the checkpoint's owner)
 _CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -99,9 +87,10 @@ class OptunaSearcher(Searcher):
         params = retrying(lambda: suggest_params(trial, self._spec.search_space), "suggest")
         live = _Live(trial=trial, params=params)
         self._live[trial_id] = live
-        config = {**params, TRIAL_NUMBER_KEY: trial.number}
         attrs = trial.user_attrs
-        config[TRIAL_SEED_KEY] = self._spec.seed + int(attrs.get(SEED_OF, trial.number))
+        # The one seed rule: the study's seed plus the first trial of the chain's number.
+        seed = self._spec.seed + int(attrs.get(SEED_OF, trial.number))
+        ticket = TrialTicket(number=trial.number, seed=seed)
         checkpoint = attrs.get(CHECKPOINT)
         if checkpoint:
             # It continues an interrupted trial from that trial's last checkpoint: its epochs
@@ -113,9 +102,10 @@ class OptunaSearcher(Searcher):
                     retrying(lambda s=step, v=value: trial.report(v, step=s), "report")
                     live.history[step] = {self._spec.primary.metric: value}
             live.curves.update({k: list(v) for k, v in checkpoint["curves"].items()})
-            config[RESUME_CHECKPOINT_KEY] = checkpoint["path"]
-            config[RESUME_OF_KEY] = int(attrs[RESUME_OF])
-        return config
+            ticket = dataclasses.replace(
+                ticket, resume_checkpoint=checkpoint["path"], resume_of=int(attrs[RESUME_OF])
+            )
+        return make_config(params, ticket)
 
     def note_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
         """Remember where the trial's latest checkpoint is, so a new driver can resume it."""

@@ -5,16 +5,16 @@ It is the only place where a trainer meets Ray: it turns each ``EpochReport`` in
 best-epoch weights, the resumable training state and any files, and resumes from the latest
 checkpoint when Ray retries a trial whose worker died or resumes a paused one.
 
-The Ray-free part (loading a checkpoint folder, calling ``fit`` with the keywords the trainer
-takes, turning reports into result dicts and checkpoint folders) is :func:`load_checkpoint`
-and :func:`run_trainer`; ``make_trainable``'s function only adds what needs Ray (the trial's
-checkpoint, node and device, and ``tune.report``), so the trainer contract is testable
-without a cluster.
+The Ray-free part (loading a checkpoint folder, calling ``fit``, turning reports into result
+dicts and checkpoint folders) is :func:`load_checkpoint` and :func:`run_trainer`;
+``make_trainable``'s function only adds what needs Ray (the trial's checkpoint, node and
+device, ``tune.report`` and its stop), so the trainer contract is testable without a cluster.
+A trial the scheduler stops ends inside ``tune.report`` (Ray exits the trial's thread); the
+trainer sees that as :class:`~searchsvc.trainer.TrialStopped`.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -24,15 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchsvc.trainer import Dataset, EpochReport, FitResult, Trainer
+from searchsvc.trainer import Dataset, EpochReport, Trainer, TrialStopped
+from searchsvc.trial_config import TrialTicket, params_of, ticket_of
 
 __all__ = [
     "CHECKPOINT_BEST",
     "CHECKPOINT_FILES",
     "CHECKPOINT_STATE",
+    "DIVERGED",
     "Resume",
     "SendFn",
-    "accepts_resume_from",
     "load_checkpoint",
     "make_trainable",
     "run_trainer",
@@ -43,6 +44,11 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_BEST = "best_state.pt"
 CHECKPOINT_STATE = "training_state.pt"
 CHECKPOINT_FILES = "files"
+DIVERGED = "diverged"
+"""The result key that tells the searcher a trial's last report had ``diverged=True``."""
+# The service's own entries in a saved training state (taken out again before resuming).
+_OWNER = "_searchsvc_trial"
+_BEST_EPOCH = "_searchsvc_best_epoch"
 
 SendFn = Callable[[dict[str, Any], Path | None, int], None]
 """Delivers one epoch's result: ``(metrics, checkpoint folder or None, epoch)``. The folder
@@ -78,94 +84,81 @@ def make_trainable(
         from ray import tune
 
         from searchsvc.registry import resolve_trainer
-        from searchsvc.searcher import (
-            RESUME_CHECKPOINT_KEY,
-            RESUME_OF_KEY,
-            TRIAL_NUMBER_KEY,
-            TRIAL_SEED_KEY,
-        )
 
-        number = int(config[TRIAL_NUMBER_KEY])
-        params = {k: v for k, v in config.items() if not k.startswith("_")}
+        ticket = ticket_of(config)
         torch.set_num_threads(max(1, int(cpus)))
         # Which Ray node ran the trial (several nodes may share one IP address).
         node_id = ray.get_runtime_context().get_node_id()
         trainer = resolve_trainer(trainer_ref, search_path)
-
-        resume = None
-        checkpoint = tune.get_checkpoint()
-        owner = number
-        if checkpoint is None and config.get(RESUME_CHECKPOINT_KEY):
-            # This trial continues one a dead driver left unfinished, from its last checkpoint.
-            folder = Path(config[RESUME_CHECKPOINT_KEY])
-            if (folder / CHECKPOINT_STATE).exists():
-                checkpoint = tune.Checkpoint.from_directory(str(folder))
-                owner = int(config[RESUME_OF_KEY])
-            else:
-                logger.warning("trial %d: checkpoint %s is gone; starting afresh", number, folder)
-        if checkpoint is not None:
-            # Loaded inside the context: a checkpoint in remote storage is a temporary copy.
-            with checkpoint.as_directory() as folder:
-                resume = load_checkpoint(Path(folder), owner)
-            if resume is not None:
-                logger.info("trial %d resumes from its checkpoint", number)
+        resume = _resume_point(tune.get_checkpoint(), ticket)
 
         def send(metrics: dict[str, Any], folder: Path | None, epoch: int) -> None:
-            if folder is None:
-                tune.report(metrics)
-                return
-            saved = tune.Checkpoint.from_directory(str(folder))
-            # The epoch lets a new driver resume the trial exactly here (see callbacks).
-            saved.set_metadata({"epoch": epoch})
-            tune.report(metrics, checkpoint=saved)
+            saved = None
+            if folder is not None:
+                saved = tune.Checkpoint.from_directory(str(folder))
+                # The epoch lets a new driver resume the trial exactly here (see callbacks).
+                saved.set_metadata({"epoch": epoch})
+            try:
+                tune.report(metrics, checkpoint=saved)
+            except SystemExit:  # Ray's way of ending a stopped trial's thread
+                raise TrialStopped(f"trial {ticket.number} stopped after epoch {epoch}") from None
 
-        run_trainer(
-            trainer,
-            params,
-            data,
-            send,
-            number=number,
-            max_epochs=max_epochs,
-            seed=int(config[TRIAL_SEED_KEY]),
-            device=_device(),
-            node_id=node_id,
-            resume=resume,
-        )
+        try:
+            run_trainer(
+                trainer, params_of(config), data, send, number=ticket.number,
+                max_epochs=max_epochs, seed=ticket.seed, device=_device(), node_id=node_id,
+                resume=resume,
+            )  # fmt: skip
+        except TrialStopped:
+            raise SystemExit(0) from None  # what Ray expects of a stopped trial's thread
 
     return run_trial
+
+
+def _resume_point(checkpoint: Any, ticket: TrialTicket) -> Resume | None:
+    """Where the trial continues: Ray's checkpoint of this trial (a retried worker, a paused
+    trial), else the checkpoint of the interrupted trial it continues, else nowhere."""
+    from ray import tune
+
+    owner = ticket.number
+    if checkpoint is None and ticket.resume_checkpoint:
+        # This trial continues one a dead driver left unfinished, from its last checkpoint.
+        folder = Path(ticket.resume_checkpoint)
+        if (folder / CHECKPOINT_STATE).exists():
+            checkpoint = tune.Checkpoint.from_directory(str(folder))
+            owner = int(ticket.resume_of)
+        else:
+            logger.warning("trial %d: checkpoint %s is gone; starting afresh", owner, folder)
+    if checkpoint is None:
+        return None
+    # Loaded inside the context: a checkpoint in remote storage is a temporary copy.
+    with checkpoint.as_directory() as folder:
+        resume = load_checkpoint(Path(folder), owner)
+    if resume is not None:
+        logger.info("trial %d resumes from its checkpoint", ticket.number)
+    return resume
 
 
 def load_checkpoint(folder: Path, owner: int) -> Resume | None:
     """The resumable state saved in checkpoint ``folder`` if it belongs to trial ``owner``.
 
     None when the folder holds no training state, or holds another trial's: a reused Ray
-    actor can still hold the previous trial's checkpoint.
+    actor can still hold the previous trial's checkpoint. Both files are loaded with
+    ``weights_only=True``: a training state is plain data by contract, and a path read from
+    the Optuna database must never unpickle arbitrary objects.
     """
     import torch
 
     state_file = folder / CHECKPOINT_STATE
     if not state_file.exists():
         return None
-    # The state holds the trainer's own objects (RNG states, scheduler dicts): not weights_only.
-    state = torch.load(state_file, weights_only=False)
-    if not isinstance(state, Mapping) or state.get("_searchsvc_trial") != owner:
+    state = torch.load(state_file, weights_only=True)
+    if not isinstance(state, Mapping) or state.get(_OWNER) != owner:
         return None
     best_file = folder / CHECKPOINT_BEST
     best_state = torch.load(best_file, weights_only=True) if best_file.exists() else None
-    return Resume(state, int(state.get("_searchsvc_best_epoch", 0)), best_state)
-
-
-def accepts_resume_from(fit: Callable[..., Any]) -> bool:
-    """Whether ``fit`` can be called with ``resume_from=`` (by name or through ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(fit).parameters.values()
-    except (TypeError, ValueError):  # no readable signature (a C callable): trust the protocol
-        return True
-    named = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return any(
-        (p.name == "resume_from" and p.kind in named) or p.kind is inspect.Parameter.VAR_KEYWORD
-        for p in parameters
-    )
+    training_state = {k: v for k, v in state.items() if k not in (_OWNER, _BEST_EPOCH)}
+    return Resume(training_state, int(state.get(_BEST_EPOCH, 0)), best_state)
 
 
 def run_trainer(
@@ -180,40 +173,32 @@ def run_trainer(
     device: str,
     node_id: str,
     resume: Resume | None = None,
-) -> FitResult | None:
+) -> None:
     """Run one trial of ``trainer`` and deliver each epoch's report through ``send``.
 
-    ``resume_from`` is passed to ``fit`` only when there is a state to resume from, so a
-    trainer whose ``fit`` lacks that (optional) parameter works; asked to resume, such a
-    trainer starts the trial again from epoch 1 and its earlier best weights are dropped
-    (their epoch numbers belong to the abandoned run), with a warning.
+    ``resume_from`` is passed to ``fit`` only when there is a state to resume from and the
+    trainer declares ``supports_resume``; asked to resume, any other trainer starts the trial
+    again from epoch 1 and its earlier best weights are dropped (their epoch numbers belong
+    to the abandoned run), with a warning.
 
     Each report becomes ``send(metrics, folder, epoch)``: the trainer's metrics (non-finite
-    values as NaN) plus ``epoch``, ``best_epoch`` and ``node_id``, and a checkpoint folder
-    with the best weights so far, the training state and the report's files (None when
-    there is nothing to save).
-
-    Returns:
-        What ``fit`` returned. The service keeps nothing from it (weights, best epoch and
-        divergence come from the reports); its status and reason are logged, with a warning
-        where it contradicts the reports.
+    values as NaN) plus ``epoch``, ``best_epoch``, ``node_id`` and, on a diverged report,
+    ``diverged``; and a checkpoint folder with the best weights so far, the training state and
+    the report's files (None when there is nothing to save). ``send`` raises
+    :class:`~searchsvc.trainer.TrialStopped` when the trial is stopped; it propagates.
     """
     kwargs: dict[str, Any] = {"max_epochs": max_epochs, "seed": seed, "device": device}
-    if resume is not None and not accepts_resume_from(trainer.fit):
+    if resume is not None and not trainer.supports_resume:
         logger.warning(
-            "trial %d: trainer %r takes no resume_from, so it cannot continue from its "
+            "trial %d: trainer %r does not support resume, so it cannot continue from its "
             "checkpoint (epoch %s); starting it again from epoch 1",
-            number,
-            getattr(trainer, "name", type(trainer).__name__),
-            resume.state.get("epoch", "?"),
-        )
+            number, trainer.name, resume.state.get("epoch", "?"),
+        )  # fmt: skip
         resume = None
     elif resume is not None:
         kwargs["resume_from"] = resume.state
     reporter = _Reporter(send, number=number, node_id=node_id, resume=resume)
-    result = trainer.fit(params, data, reporter, **kwargs)
-    _log_result(number, result, reporter)
-    return result if isinstance(result, FitResult) else None
+    trainer.fit(params, data, reporter, **kwargs)
 
 
 class _Reporter:
@@ -225,30 +210,30 @@ class _Reporter:
         self._node_id = node_id
         self.best_epoch = resume.best_epoch if resume is not None else 0
         self.best_state = resume.best_state if resume is not None else None
-        self.last_metrics: Mapping[str, float] = {}
 
-    def __call__(self, epoch_report: EpochReport) -> bool:
+    def __call__(self, epoch_report: EpochReport) -> None:
         import torch
 
         if epoch_report.best_state is not None:
             self.best_epoch, self.best_state = epoch_report.epoch, epoch_report.best_state
-        self.last_metrics = epoch_report.metrics
         metrics: dict[str, Any] = {k: _finite_or_nan(v) for k, v in epoch_report.metrics.items()}
         metrics.update(epoch=epoch_report.epoch, best_epoch=self.best_epoch, node_id=self._node_id)
+        if epoch_report.diverged:
+            metrics[DIVERGED] = 1.0
         saves = self.best_state is not None or epoch_report.training_state or epoch_report.files
         if not saves:
             self._send(metrics, None, epoch_report.epoch)
-            return True
+            return
         with tempfile.TemporaryDirectory(prefix="searchsvc-ckpt-") as folder:
             # The latest checkpoint carries the best weights too, so Ray keeps only one.
             if self.best_state is not None:
                 torch.save(dict(self.best_state), os.path.join(folder, CHECKPOINT_BEST))
             if epoch_report.training_state is not None:
-                state = dict(
-                    epoch_report.training_state,
-                    _searchsvc_best_epoch=self.best_epoch,
-                    _searchsvc_trial=self._number,
-                )
+                state = {
+                    **epoch_report.training_state,
+                    _BEST_EPOCH: self.best_epoch,
+                    _OWNER: self._number,
+                }
                 torch.save(state, os.path.join(folder, CHECKPOINT_STATE))
             if epoch_report.files:
                 files = Path(folder) / CHECKPOINT_FILES
@@ -256,35 +241,6 @@ class _Reporter:
                 for name, content in epoch_report.files.items():
                     (files / name).write_bytes(content)
             self._send(metrics, Path(folder), epoch_report.epoch)
-        return True
-
-
-def _log_result(number: int, result: Any, reporter: _Reporter) -> None:
-    """Log what ``fit`` returned; warn where it claims what the reports did not deliver."""
-    if not isinstance(result, FitResult):
-        logger.info("trial %d: fit returned %r, not a FitResult (nothing depends on it)",
-                    number, type(result).__name__)  # fmt: skip
-        return
-    logger.info(
-        "trial %d: %s%s; best epoch %d",
-        number,
-        result.status,
-        f" ({result.reason})" if result.reason else "",
-        reporter.best_epoch,
-    )
-    # A resumed trial's weights may come from its checkpoint: reported by the earlier run.
-    if result.best_state is not None and reporter.best_state is None:
-        logger.warning(
-            "trial %d: fit returned a best_state that no EpochReport carried; the service "
-            "keeps only reported weights (EpochReport.best_state), so none are kept",
-            number,
-        )
-    if result.status == "diverged" and not reporter.last_metrics.get("diverged"):
-        logger.warning(
-            "trial %d: fit returned status 'diverged' but its last report has no "
-            "'diverged' metric; the trial is recorded from its reports (report diverged=1.0)",
-            number,
-        )
 
 
 def _device() -> str:

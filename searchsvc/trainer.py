@@ -13,12 +13,12 @@ Writing your own trainer (complete: it runs as it stands)::
     import torch.nn.functional as F
     from torch import nn
 
-    from searchsvc.trainer import EpochReport, FitResult
+    from searchsvc.trainer import BaseTrainer, EpochReport
 
 
-    class MyTrainer:
+    class MyTrainer(BaseTrainer):
         name = "my_trainer"
-        reported_metrics = frozenset({"train_loss", "val_loss", "val_accuracy"})
+        objective_metrics = frozenset({"train_loss", "val_loss", "val_accuracy"})
 
         def build_network(self, params, n_features, n_classes):
             width = int(params.get("width", 64))
@@ -26,7 +26,7 @@ Writing your own trainer (complete: it runs as it stands)::
                 nn.Linear(n_features, width), nn.ReLU(), nn.Linear(width, n_classes)
             )
 
-        def fit(self, params, data, report, *, max_epochs, seed, device="cpu"):
+        def fit(self, params, data, report, *, max_epochs, seed, device="cpu", resume_from=None):
             torch.manual_seed(seed)
             net = self.build_network(params, data.n_features, data.n_classes).to(device)
             opt = torch.optim.Adam(net.parameters(), lr=float(params.get("lr", 1e-3)))
@@ -34,7 +34,7 @@ Writing your own trainer (complete: it runs as it stands)::
             y = torch.tensor(data.y_train, device=device)
             xv = torch.tensor(data.x_val, device=device)
             yv = torch.tensor(data.y_val, device=device)
-            best_loss, best_epoch, best_state = float("inf"), 0, None
+            best_loss = float("inf")
             for epoch in range(1, max_epochs + 1):
                 net.train()
                 for idx in torch.randperm(len(x), device=device).split(128):
@@ -50,40 +50,45 @@ Writing your own trainer (complete: it runs as it stands)::
                         "val_loss": F.cross_entropy(logits, yv).item(),
                         "val_accuracy": (logits.argmax(1) == yv).float().mean().item(),
                     }
-                improved = metrics["val_loss"] < best_loss
-                if improved:
-                    best_loss, best_epoch = metrics["val_loss"], epoch
+                best_state = None
+                if metrics["val_loss"] < best_loss:
+                    best_loss = metrics["val_loss"]
                     best_state = {k: v.cpu().clone() for k, v in net.state_dict().items()}
-                if not report(EpochReport(epoch, metrics, best_state if improved else None)):
-                    return FitResult("stopped", best_epoch, best_state)  # the service said stop
-            return FitResult("completed", best_epoch, best_state)
+                report(EpochReport(epoch, metrics, best_state))
 
 
     my_trainer = MyTrainer()
 
-and name it in the study file as ``trainer: mypkg.trainers:my_trainer``.
+and name it in the study file as ``trainer: mypkg.trainers:my_trainer`` (or put the module
+beside the study file and write ``trainer: trainers:my_trainer``).
 
-The contract, as the service uses it:
+The contract, one channel for each thing:
 
-- ``fit(params, data, report, *, max_epochs, seed, device="cpu")``; ``device`` is ``"cpu"``
-  or ``"cuda:0"``. Optionally also ``resume_from=None``: a trainer that takes it and puts a
-  ``training_state`` in its reports gets the latest one back as ``resume_from`` when a trial
-  is continued from its checkpoint (a retried worker, a paused trial, a trial a dead driver
-  left unfinished) and must go on from the epoch after it. The keyword is passed only then,
-  so a trainer without it (like the one above) works; asked to resume, it is started again
-  from epoch 1, with a warning in the log.
-- ``report`` once per epoch, in order. It returns ``False`` when training must stop (return
-  at once); the early-stopping scheduler may also end the trial by raising inside it: let
-  that propagate.
-- What the service keeps comes from the reports only: the weights are the ``best_state`` of
-  the latest report that carried one, and that report's epoch is the trial's best epoch; an
-  epoch whose loss blew up should report ``diverged: 1.0`` among its metrics, which records
-  the trial as diverged. The study's objective must be one of ``reported_metrics`` (checked
-  before the study starts).
-- The returned :class:`FitResult` is logged by the worker (status and reason, with a warning
-  where it contradicts the reports: weights no report carried, a divergence no report
-  flagged); it is also the result for direct callers such as tests and benchmarks. The
-  service takes nothing else from it.
+- ``fit(params, data, report, *, max_epochs, seed, device="cpu", resume_from=None)`` trains one
+  trial. ``params`` are the trial's hyperparameters only; ``device`` is ``"cpu"`` or
+  ``"cuda:0"``. It returns nothing: the service reads everything from the reports.
+- ``report(EpochReport(...))`` once per epoch, in order; it returns nothing. **Stopping**: when
+  the service stops a trial (a scheduler's early stop), ``report`` raises
+  :class:`TrialStopped`; let it propagate (it is a ``BaseException``, so ``except Exception``
+  does not catch it).
+- **Weights**: the ``best_state`` of the latest report that carried one; that report's epoch
+  is the trial's best epoch. A trainer with no weights to keep sets ``has_weights = False``.
+- **Divergence**: a report with ``diverged=True`` (the loss blew up) is the trial's last: the
+  trial is recorded as diverged (pruned) and ``fit`` should return after it.
+- **Resume**: a trainer that sets ``supports_resume = True`` and puts a ``training_state`` in
+  its reports gets the latest one back as ``resume_from`` when a trial continues from its
+  checkpoint (a retried worker, a paused trial, a trial a dead driver left unfinished), and
+  goes on from the epoch after it. A ``training_state`` is plain data (tensors, numbers,
+  strings, lists, dicts): it must load with ``torch.load(..., weights_only=True)``.
+- ``objective_metrics``: the metrics a study may optimise; each is reported every epoch
+  (checked before the study starts). Reports may carry any other metrics too.
+- ``check_params(params)`` raises ``ValueError`` naming an unknown key or a bad value, so
+  ``searchsvc validate`` catches typos before anything runs.
+
+Subclass :class:`BaseTrainer` for the defaults of the optional parts (no resume, weights kept,
+every param accepted), or write a class with every attribute of :class:`Trainer`.
+``searchsvc.testing.TrainerContract`` is a pytest suite that checks a trainer keeps this
+contract.
 
 This module imports only the standard library and numpy, so the CLI stays fast.
 """
@@ -92,7 +97,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -100,12 +105,12 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "BaseTrainer",
     "Dataset",
     "EpochReport",
-    "FitResult",
     "ReportFn",
     "Trainer",
-    "TrialStatus",
+    "TrialStopped",
 ]
 
 
@@ -157,18 +162,19 @@ class EpochReport:
     Attributes:
         epoch: 1-based epoch number; exactly one report per epoch, in order.
         metrics: finite or non-finite floats keyed by name (``train_loss``, ``val_loss``,
-            ``val_accuracy``, ``epoch_time_s``, diagnostics ...). The study objective must be
-            one of them.
+            ``val_accuracy``, ``epoch_time_s``, diagnostics ...). Every objective metric is
+            among them.
         best_state: the network's ``state_dict`` when this epoch is the best so far (the
-            weights the service keeps for the ensemble), else ``None``. The service keeps
-            the latest one reported; a ``FitResult.best_state`` alone is not kept.
+            weights the service keeps for the ensemble), else ``None``. The latest one
+            reported is kept.
         training_state: everything needed to resume training after this epoch (network,
-            optimiser, scheduler, early-stopping bookkeeping, RNG), or ``None`` if the trainer
-            cannot resume. Passed back as ``fit(resume_from=...)`` when the trial continues
-            from its checkpoint (a worker failure, a paused trial, a dead driver), and only
-            to a trainer whose ``fit`` takes ``resume_from``.
+            optimiser, scheduler, early-stopping bookkeeping, RNG) as plain data that loads
+            with ``torch.load(..., weights_only=True)``, or ``None``. Passed back as
+            ``fit(resume_from=...)`` to a trainer with ``supports_resume``.
         files: artefacts produced this epoch, file name -> bytes (e.g. a PNG of activation
             histograms). The service stores them with the trial.
+        diverged: the loss blew up (NaN/inf): this is the trial's last report, and the trial
+            is recorded as diverged.
     """
 
     epoch: int
@@ -176,37 +182,20 @@ class EpochReport:
     best_state: Mapping[str, Any] | None = None
     training_state: Mapping[str, Any] | None = None
     files: Mapping[str, bytes] = field(default_factory=dict)
+    diverged: bool = False
 
 
-ReportFn = Callable[[EpochReport], bool]
-"""The callback a trainer calls once per epoch. It returns ``False`` when training must stop
-now (the trainer then returns its result at once). The service's early-stopping scheduler may
-also end the trial inside this call by raising an exception that the trainer must not catch."""
-
-TrialStatus = Literal["completed", "diverged", "stopped"]
+ReportFn = Callable[[EpochReport], None]
+"""The callback a trainer calls once per epoch. When the service stops the trial it raises
+:class:`TrialStopped`, which the trainer lets propagate."""
 
 
-@dataclass(frozen=True)
-class FitResult:
-    """What ``Trainer.fit`` returns: a summary for the log and for direct callers.
+class TrialStopped(BaseException):
+    """Raised inside ``report`` when the service stops a trial early; never catch it.
 
-    The service records a trial from its reports (weights, best epoch, divergence), not from
-    this; its worker logs ``status`` and ``reason`` and warns if ``best_state`` was never
-    reported.
-
-    Attributes:
-        status: ``completed`` (ran to max_epochs or stopped by its own patience),
-            ``diverged`` (a NaN/inf loss ended it), ``stopped`` (the report callback said stop).
-        best_epoch: the epoch whose weights are ``best_state`` (0 if none).
-        best_state: the best epoch's ``state_dict`` (by validation loss), or None.
-        reason: a short human reason, e.g. ``diverged at epoch 3`` or
-            ``early stopping: no val_loss improvement for 5 epochs``.
+    A ``BaseException`` (as ``KeyboardInterrupt`` is), so a trainer's ``except Exception``
+    around its training step does not swallow the stop.
     """
-
-    status: TrialStatus
-    best_epoch: int = 0
-    best_state: Mapping[str, Any] | None = None
-    reason: str = ""
 
 
 @runtime_checkable
@@ -214,11 +203,25 @@ class Trainer(Protocol):
     """A training recipe the service can search over and ensemble.
 
     ``fit`` is called once per trial inside a worker process; ``build_network`` is called by
-    the ensemble to rebuild a trial's network from its params before loading ``best_state``.
+    the ensemble to rebuild a trial's network from its params before loading ``best_state``;
+    ``check_params`` by ``searchsvc validate`` for every choice of the search space.
+    :class:`BaseTrainer` provides ``supports_resume``, ``has_weights`` and ``check_params``.
     """
 
-    name: ClassVar[str] | str
-    reported_metrics: ClassVar[frozenset[str]] | frozenset[str]
+    name: str
+    objective_metrics: frozenset[str]
+    supports_resume: bool
+    has_weights: bool
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming an unknown key or a bad value."""
+        ...
+
+    def build_network(
+        self, params: Mapping[str, Any], n_features: int, n_classes: int
+    ) -> torch.nn.Module:
+        """The untrained network for ``params``; its ``forward`` returns class logits."""
+        ...
 
     def fit(
         self,
@@ -230,17 +233,33 @@ class Trainer(Protocol):
         seed: int,
         device: str = "cpu",
         resume_from: Mapping[str, Any] | None = None,
-    ) -> FitResult:
+    ) -> None:
         """Train one network with ``params`` on ``data``, reporting once per epoch.
 
-        ``resume_from`` is optional in implementations: the service passes it only to
-        continue a trial from a report's ``training_state``, and starts a trainer whose
-        ``fit`` lacks it from scratch instead.
+        ``resume_from`` is given only to a trainer with ``supports_resume``, to continue a
+        trial after the epoch of that ``training_state``.
         """
         ...
 
-    def build_network(
-        self, params: Mapping[str, Any], n_features: int, n_classes: int
-    ) -> torch.nn.Module:
-        """The untrained network for ``params``; its ``forward`` returns class logits."""
-        ...
+
+class BaseTrainer:
+    """The defaults of a trainer's optional parts (as Optuna's ``BaseSampler`` gives its hooks).
+
+    Subclasses set ``name`` and ``objective_metrics`` and write ``build_network`` and ``fit``
+    (as :class:`Trainer` declares them).
+
+    Attributes:
+        supports_resume: ``fit`` continues from ``resume_from`` (default False: a trial
+            continued from a checkpoint starts again from epoch 1).
+        has_weights: the reports carry ``best_state`` (default True; False for a trainer
+            that trains nothing, whose trials cannot be ensemble members).
+    """
+
+    name: ClassVar[str]
+    objective_metrics: ClassVar[frozenset[str]]
+    supports_resume: ClassVar[bool] = False
+    has_weights: ClassVar[bool] = True
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Accept every param (override to reject unknown keys and bad values)."""
+        return None

@@ -61,10 +61,12 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
 LINEAR_TRAINER_SOURCE = """
 from torch import nn
 
+from searchsvc.trainer import BaseTrainer
 
-class Tiny:
+
+class Tiny(BaseTrainer):
     name = "tiny"
-    reported_metrics = frozenset({"val_loss"})
+    objective_metrics = frozenset({"val_loss"})
 
     def fit(self, *args, **kwargs):
         raise NotImplementedError

@@ -9,13 +9,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from searchsvc.trainer import Dataset, EpochReport, FitResult, ReportFn
+from searchsvc.trainer import Dataset, EpochReport, ReportFn
 from trainers.noop import NoopTrainer
 
 
 class KillOnceTrainer(NoopTrainer):
     """The noop trainer, slowed down, whose first trial to reach epoch 2 SIGKILLs its own
-    worker process (once per ``marker`` file). A resumed trial leaves a ``resumed-*`` file."""
+    worker process (once per ``marker`` file). A resumed trial leaves a ``resumed-*`` file.
+    Without a ``marker`` param the fault is disarmed (the contract suite runs it so)."""
 
     name = "kill_once"
 
@@ -29,25 +30,25 @@ class KillOnceTrainer(NoopTrainer):
         seed: int,
         device: str = "cpu",
         resume_from: Mapping[str, Any] | None = None,
-    ) -> FitResult:
-        marker = Path(params["marker"])
-        if resume_from is not None:
+    ) -> None:
+        marker = Path(params["marker"]) if "marker" in params else None
+        if marker is not None and resume_from is not None:
             (marker.parent / f"resumed-{os.getpid()}-{resume_from['epoch']}").touch()
 
-        def report_then_maybe_die(epoch_report: EpochReport) -> bool:
+        def report_then_maybe_die(epoch_report: EpochReport) -> None:
             time.sleep(float(params.get("sleep_s", 0.2)))
-            if epoch_report.epoch == 2:
+            if marker is not None and epoch_report.epoch == 2:
                 try:
                     os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
                 except FileExistsError:
                     pass
                 else:
                     os.kill(os.getpid(), signal.SIGKILL)
-            return report(epoch_report)
+            report(epoch_report)
 
         clean = {k: v for k, v in params.items() if k not in ("marker", "sleep_s")}
-        return super().fit(clean, data, report_then_maybe_die, max_epochs=max_epochs, seed=seed,
-                           device=device, resume_from=resume_from)  # fmt: skip
+        super().fit(clean, data, report_then_maybe_die, max_epochs=max_epochs, seed=seed,
+                    device=device, resume_from=resume_from)  # fmt: skip
 
 
 kill_once = KillOnceTrainer()

@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from searchsvc.trainer import EpochReport
+from searchsvc.trainer import BaseTrainer, EpochReport
 
 
-class StepTrainer:
+class StepTrainer(BaseTrainer):
     name = "step"
-    reported_metrics = frozenset({"val_loss", "val_accuracy"})
+    objective_metrics = frozenset({"val_loss", "val_accuracy"})
 
     def build_network(self, params, n_features, n_classes):
         return nn.Linear(n_features, n_classes)

@@ -43,17 +43,17 @@ from searchsvc.spec import StudySpec
 from searchsvc.storage import open_study
 from searchsvc.study_ensemble import best_single_index, build_study_ensemble
 from searchsvc.study_run import StudyRun
-from searchsvc.trainer import Dataset
+from searchsvc.trainer import BaseTrainer, Dataset
 from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
 
 N_FEATURES, N_CLASSES = 4, 3
 
 
-class TinyTrainer:
+class TinyTrainer(BaseTrainer):
     """Just enough of a trainer to rebuild networks: the width comes from the params."""
 
     name = "tiny"
-    reported_metrics = frozenset({"val_loss"})
+    objective_metrics = frozenset({"val_loss"})
 
     def fit(self, *args: object, **kwargs: object) -> None:
         raise NotImplementedError

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from searchsvc.trainer import Dataset, EpochReport, FitResult, Trainer
+from searchsvc.trainer import Dataset, EpochReport, Trainer, TrialStopped
 from trainers.datasets import load_dataset
 from trainers.diagnostics import capture_activations, layer_stats
 from trainers.mlp import TRAIN_EVAL_SAMPLES, MLPTrainer, evaluate, train_eval_indices, trainer
@@ -28,18 +29,37 @@ def synthetic() -> Dataset:
 
 
 class Recorder:
-    """A report callback that keeps every report and answers ``answer(epoch)``."""
+    """A report callback that keeps every report and, like the service, stops the trial by
+    raising ``TrialStopped`` in the report of epoch ``stop_after``."""
 
     def __init__(self, stop_after: int | None = None) -> None:
         self.reports: list[EpochReport] = []
         self.stop_after = stop_after
 
-    def __call__(self, rep: EpochReport) -> bool:
+    def __call__(self, rep: EpochReport) -> None:
         self.reports.append(rep)
-        return self.stop_after is None or rep.epoch < self.stop_after
+        if self.stop_after is not None and rep.epoch >= self.stop_after:
+            raise TrialStopped
 
     def curve(self, key: str) -> list[float]:
         return [r.metrics[key] for r in self.reports]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What the service reads from a trial's reports: how it ended and its kept weights."""
+
+    status: str  # completed | diverged | stopped
+    best_epoch: int
+    best_state: Mapping[str, torch.Tensor] | None
+
+
+def _fitted(rec: Recorder, stopped: bool) -> Fitted:
+    kept = [r for r in rec.reports if r.best_state is not None]
+    status = "stopped" if stopped else "completed"
+    if rec.reports and rec.reports[-1].diverged:
+        status = "diverged"
+    return Fitted(status, kept[-1].epoch if kept else 0, kept[-1].best_state if kept else None)
 
 
 def run(
@@ -49,10 +69,13 @@ def run(
     seed: int = 0,
     resume_from: Mapping[str, Any] | None = None,
     stop_after: int | None = None,
-) -> tuple[Recorder, FitResult]:
+) -> tuple[Recorder, Fitted]:
     rec = Recorder(stop_after)
-    result = trainer.fit(params, data, rec, max_epochs=epochs, seed=seed, resume_from=resume_from)
-    return rec, result
+    try:
+        trainer.fit(params, data, rec, max_epochs=epochs, seed=seed, resume_from=resume_from)
+    except TrialStopped:
+        return rec, _fitted(rec, stopped=True)
+    return rec, _fitted(rec, stopped=False)
 
 
 def untimed(metrics: Mapping[str, float]) -> dict[str, float]:
@@ -63,17 +86,16 @@ def test_module_trainer_satisfies_the_trainer_protocol() -> None:
     assert isinstance(trainer, MLPTrainer) and isinstance(trainer, Trainer)
     assert trainer.name == "mlp"
     for key in ("val_accuracy", "val_loss", "train_loss", "train_accuracy", "train_eval_loss",
-                "n_params", "epoch_time_s", "dead_1", "grad_norm_10", "saturated_3",
-                "act_std_2"):  # fmt: skip
-        assert key in trainer.reported_metrics
+                "n_params", "epoch_time_s"):  # fmt: skip
+        assert key in trainer.objective_metrics
 
 
-def test_every_reported_metric_is_listed_and_diagnostics_cover_each_layer(
+def test_every_objective_metric_is_reported_and_diagnostics_cover_each_layer(
     synthetic: Dataset,
 ) -> None:
     rec, _ = run(synthetic, {"n_layers": 3, "width": 16, "activation": "sigmoid"}, 2)
     metrics = rec.reports[-1].metrics
-    assert set(metrics) <= trainer.reported_metrics
+    assert trainer.objective_metrics <= set(metrics)
     for i in (1, 2, 3):
         for prefix in ("act_mean", "act_std", "saturated", "grad_norm"):
             assert math.isfinite(metrics[f"{prefix}_{i}"])
@@ -130,7 +152,6 @@ def test_leaky_units_report_no_dead_metric_in_a_trial(synthetic: Dataset) -> Non
     rec, _ = run(synthetic, {"n_layers": 2, "width": 16, "activation": "leaky_relu"}, 1)
     metrics = rec.reports[0].metrics
     assert "act_std_2" in metrics and not any(k.startswith("dead_") for k in metrics)
-    assert set(metrics) <= trainer.reported_metrics
 
 
 def test_train_accuracy_is_the_eval_mode_accuracy_of_the_epochs_network_on_its_samples(
@@ -194,11 +215,8 @@ def test_diagnostics_off_reports_no_layer_metrics_and_no_files(synthetic: Datase
 def test_huge_learning_rate_diverges_without_raising(synthetic: Dataset) -> None:
     rec, result = run(synthetic, {**SMALL, "optimizer": "sgd", "lr": 1e6}, 10)
     assert result.status == "diverged"
-    assert result.reason == "diverged at epoch 1"
-    assert len(rec.reports) == 1
-    last = rec.reports[-1].metrics
-    assert last["diverged"] == 1.0
-    assert not math.isfinite(last["train_loss"])
+    assert [(r.epoch, r.diverged) for r in rec.reports] == [(1, True)]
+    assert not math.isfinite(rec.reports[-1].metrics["train_loss"])
 
 
 def test_diverging_later_keeps_the_best_earlier_state(synthetic: Dataset) -> None:
@@ -206,9 +224,9 @@ def test_diverging_later_keeps_the_best_earlier_state(synthetic: Dataset) -> Non
     params = {**SMALL, "optimizer": "sgd", "lr": 0.05, "lr_schedule": "step",
               "lr_step_size": 2, "lr_gamma": 1e7}  # fmt: skip
     rec, result = run(synthetic, params, 5)
-    assert result.status == "diverged" and result.reason == "diverged at epoch 3"
+    assert result.status == "diverged" and [r.epoch for r in rec.reports] == [1, 2, 3]
     assert result.best_epoch == 2 and result.best_state is not None
-    assert "diverged" not in rec.reports[1].metrics
+    assert not rec.reports[1].diverged
 
 
 def test_same_params_and_seed_give_identical_validation_curves(synthetic: Dataset) -> None:
@@ -257,22 +275,21 @@ def test_paused_trial_resumes_identically_with_schedule_norm_and_diagnostics(
     assert again.curve("val_loss") == tail.curve("val_loss")
 
 
-def test_resuming_from_the_epoch_that_ended_the_run_returns_its_result_at_once(
+def test_resuming_from_the_epoch_that_ended_the_run_returns_at_once(
     synthetic: Dataset,
 ) -> None:
     diverged, _ = run(synthetic, {**SMALL, "optimizer": "sgd", "lr": 1e6}, 5)
-    rec, result = run(synthetic, SMALL, 5, resume_from=diverged.reports[-1].training_state)
-    assert (result.status, result.reason, rec.reports) == ("diverged", "diverged at epoch 1", [])
+    rec, _ = run(synthetic, SMALL, 5, resume_from=diverged.reports[-1].training_state)
+    assert rec.reports == []
     # lr 1e-30 leaves the val loss unchanged: patience 1 ends the run at epoch 2.
     plateau = {**SMALL, "optimizer": "sgd", "lr": 1e-30, "patience": 1}
     stopped, first = run(synthetic, plateau, 5)
-    assert first.reason.startswith("early stopping") and len(stopped.reports) == 2
-    rec, result = run(synthetic, plateau, 5, resume_from=stopped.reports[-1].training_state)
-    assert (result.status, result.reason, result.best_epoch) == ("completed", first.reason, 1)
+    assert first.status == "completed" and len(stopped.reports) == 2
+    rec, _ = run(synthetic, plateau, 5, resume_from=stopped.reports[-1].training_state)
     assert rec.reports == []
 
 
-def test_report_returning_false_stops_at_once(synthetic: Dataset) -> None:
+def test_the_services_stop_raised_in_report_ends_fit_at_once(synthetic: Dataset) -> None:
     rec, result = run(synthetic, SMALL, 10, stop_after=2)
     assert len(rec.reports) == 2
     assert result.status == "stopped"
@@ -283,7 +300,7 @@ def test_exception_raised_in_report_propagates(synthetic: Dataset) -> None:
     class SchedulerStop(BaseException):
         pass
 
-    def report(rep: EpochReport) -> bool:
+    def report(rep: EpochReport) -> None:
         raise SchedulerStop
 
     with pytest.raises(SchedulerStop):

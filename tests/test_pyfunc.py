@@ -47,10 +47,12 @@ TRAINER_SOURCE = textwrap.dedent(
     """
     from torch import nn
 
+    from searchsvc.trainer import BaseTrainer
 
-    class Tiny:
+
+    class Tiny(BaseTrainer):
         name = "tiny"
-        reported_metrics = frozenset({"val_loss"})
+        objective_metrics = frozenset({"val_loss"})
 
         def fit(self, *args, **kwargs):
             raise NotImplementedError

@@ -5,8 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from searchsvc.searcher import TRIAL_NUMBER_KEY, OptunaSearcher
+from searchsvc.searcher import OptunaSearcher
 from searchsvc.spec import StudySpec
+from searchsvc.trial_config import TrialTicket, params_of, ticket_of
 from tests.conftest import base_study
 
 State = optuna.trial.TrialState
@@ -27,7 +28,8 @@ def _result(epoch: int, val_loss: float, **extra) -> dict:
 def test_trial_stopped_by_the_scheduler_is_pruned_with_every_epoch_reported(setup):
     spec, study, stopped, searcher = setup
     config = searcher.suggest("t1")
-    assert config[TRIAL_NUMBER_KEY] == 0
+    assert ticket_of(config) == TrialTicket(number=0, seed=spec.seed)
+    assert set(params_of(config)) <= set(spec.search_space)  # the trainer sees params only
     searcher.on_trial_result("t1", _result(1, 0.9))
     stopped.add("t1")  # the scheduler said STOP on the epoch-2 result: Tune skips on_trial_result
     searcher.on_trial_complete("t1", _result(2, 0.8))
@@ -126,7 +128,6 @@ def test_trial_that_never_reported_is_a_failure(setup):
 
 
 def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup, tmp_path):
-    from searchsvc.searcher import RESUME_CHECKPOINT_KEY, RESUME_OF_KEY, TRIAL_SEED_KEY
     from searchsvc.storage import recover_interrupted, resumed_trials
 
     spec, study, stopped, searcher = setup
@@ -142,8 +143,10 @@ def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup,
     assert recover_interrupted(study) == [0]
     assert resumed_trials(study) == {0: 1}
     config = OptunaSearcher(spec, study, set()).suggest("t2")
-    assert config[RESUME_CHECKPOINT_KEY] == str(checkpoint) and config[RESUME_OF_KEY] == 0
-    assert config[TRIAL_SEED_KEY] == spec.seed + 0, "the seed stays the first trial's"
+    # The seed stays the first trial's: one seed rule across a resume.
+    assert ticket_of(config) == TrialTicket(
+        number=1, seed=spec.seed + 0, resume_checkpoint=str(checkpoint), resume_of=0
+    )
     successor = study.trials[1]
     assert successor.intermediate_values == {1: 1.0, 2: 0.5}, "epochs up to the checkpoint"
     assert study.trials[0].state == State.FAIL and study.trials[0].user_attrs["interrupted"]

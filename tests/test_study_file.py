@@ -105,11 +105,13 @@ def test_unknown_dataset_lists_the_valid_ones(write_study):
     assert "fashion_mnist" in line
 
 
-def test_objective_metric_the_trainer_never_reports_is_refused(write_study):
-    study = base_study(objective={"metric": "val_acc", "mode": "max"})
-    (line,) = _errors(write_study(study))
-    assert "objective -> metric: trainer 'noop' never reports 'val_acc'" in line
-    assert "did you mean 'val_accuracy'?" in line
+def test_objective_metric_outside_the_trainers_objective_metrics_is_refused(write_study):
+    path = write_study(base_study(objective={"metric": "val_acc", "mode": "max"}))
+    assert _errors(path) == [
+        f"{path}: objective -> metric: trainer 'noop' cannot optimise 'val_acc' (did you mean "
+        "'val_accuracy'?); its objective metrics: epoch_time_s, n_params, train_loss, "
+        "val_accuracy, val_loss"
+    ]
 
 
 def test_condition_on_a_later_param_is_refused(write_study):
@@ -266,3 +268,19 @@ def test_data_dir_option_beats_the_study_file(write_study, tmp_path):
     run = StudyRun.prepare(load_study(path), data_dir=tmp_path)
     assert run.spec.dataset.data_dir == str(tmp_path.resolve())
     assert run.source == path
+
+
+def test_a_trainer_missing_part_of_the_protocol_is_refused_naming_what_it_lacks(
+    write_study, tmp_path
+):
+    (tmp_path / "halfdone.py").write_text(
+        "class Half:\n    name = 'half'\n    objective_metrics = frozenset({'val_loss'})\n"
+        "    def fit(self, *a, **k): pass\n    def build_network(self, *a): pass\n"
+        "trainer = Half()\n"
+    )
+    path = write_study(base_study(trainer="halfdone:trainer"))
+    assert _errors(path) == [
+        f"{path}: trainer: 'halfdone:trainer' is not a trainer: it lacks supports_resume, "
+        "has_weights, check_params (subclass searchsvc.trainer.BaseTrainer for the defaults; "
+        "see searchsvc.trainer)"
+    ]

@@ -17,6 +17,9 @@ import yaml
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TESTS = Path(__file__).resolve().parent
+# The console script, as a user runs it: `python -m searchsvc` would put the current folder on
+# sys.path by itself and hide a missing import path.
+SEARCHSVC = str(Path(sys.executable).with_name("searchsvc"))
 
 
 def _project(tmp_path: Path) -> Path:
@@ -43,7 +46,7 @@ def _searchsvc(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("PYTHONPATH", None)
     return subprocess.run(
-        [sys.executable, "-m", "searchsvc", *arguments], cwd=cwd, env=env,
+        [SEARCHSVC, *arguments], cwd=cwd, env=env,
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 

@@ -59,11 +59,12 @@ Reported each epoch:
   gradients: about a third of the cost of a training pass over as many samples.
 - ``val_loss``, ``val_accuracy``: the same, on the whole validation split.
 - ``lr`` (used this epoch), ``n_params``, ``epoch_time_s`` (the whole epoch, evaluations
-  included), ``train_time_s`` (the training pass only), ``diverged`` (1.0, only on a diverged
-  epoch) and the diagnostics of :mod:`trainers.diagnostics`.
+  included), ``train_time_s`` (the training pass only) and the diagnostics of
+  :mod:`trainers.diagnostics`. The objective metrics (what a study may optimise) are the
+  losses, accuracies, ``n_params`` and the two timings.
 
-A non-finite training or validation loss ends the trial as ``diverged`` after reporting that
-epoch.
+A non-finite training or validation loss ends the trial: that epoch's report has
+``diverged=True`` and is the last.
 
 ``init: rbm`` pre-trains each hidden layer as a restricted Boltzmann machine (CD-k, greedy
 layer-wise, :mod:`trainers.rbm`) before the first epoch; it needs features in [0, 1]. Its
@@ -88,9 +89,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from searchsvc.trainer import Dataset, EpochReport, FitResult, ReportFn, TrialStatus
+from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, ReportFn
 from trainers.diagnostics import (
-    DIAGNOSTIC_PREFIXES,
     GradNormMeter,
     activation_histogram_png,
     capture_activations,
@@ -105,7 +105,6 @@ __all__ = ["MLPTrainer", "TRAIN_EVAL_SAMPLES", "batch_loss", "train_eval_indices
 
 log = logging.getLogger(__name__)
 
-MAX_DIAGNOSED_LAYERS = 32  # per-layer keys listed in reported_metrics for layers 1..32
 _DIAGNOSTIC_BATCH = 1000  # first N validation samples, fixed across epochs
 _EVAL_BATCH = 8192
 _FINITE_CHECK_EVERY = 50  # batches between divergence checks (each one is a host sync)
@@ -114,18 +113,13 @@ _STATE_FORMAT = "searchsvc.trainers.mlp/1"
 TRAIN_EVAL_SAMPLES = 10_000  # size of the fixed training subset train_accuracy is measured on
 _TRAIN_EVAL_STREAM = 0x545241494E  # "TRAIN": keeps the subset's draw apart from other streams
 
-_BASE_METRICS = (
-    "train_loss",
-    "train_accuracy",
-    "train_eval_loss",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "n_params",
-    "epoch_time_s",
-    "train_time_s",
-    "diverged",
-)
+# The metrics a study may optimise: reported every epoch, whatever the params.
+_OBJECTIVE_METRICS = frozenset(
+    {
+        "train_loss", "train_accuracy", "train_eval_loss", "val_loss", "val_accuracy",
+        "n_params", "epoch_time_s", "train_time_s",
+    }
+)  # fmt: skip
 
 
 def batch_loss(
@@ -154,9 +148,6 @@ class _Progress:
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs: int = 0
 
-    def result(self, status: TrialStatus, reason: str) -> FitResult:
-        return FitResult(status, self.best_epoch, self.best_state, reason)
-
 
 @dataclass(frozen=True)
 class _Tensors:
@@ -166,20 +157,12 @@ class _Tensors:
     y_val: torch.Tensor
 
 
-class MLPTrainer:
+class MLPTrainer(BaseTrainer):
     """Trains a fully-connected classifier; see the module docstring for params and metrics."""
 
     name = "mlp"
-    reported_metrics: frozenset[str] = frozenset(
-        _BASE_METRICS
-        + tuple(
-            f"{prefix}_{i}"
-            for prefix in DIAGNOSTIC_PREFIXES
-            for i in range(1, MAX_DIAGNOSED_LAYERS + 1)
-        )
-        + ("rbm_pretrain_time_s",)
-        + tuple(f"rbm_recon_error_{i}" for i in range(1, MAX_DIAGNOSED_LAYERS + 1))
-    )
+    objective_metrics = _OBJECTIVE_METRICS
+    supports_resume = True
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` naming an unknown key or a bad value (used by validate)."""
@@ -199,12 +182,13 @@ class MLPTrainer:
         seed: int,
         device: str = "cpu",
         resume_from: Mapping[str, Any] | None = None,
-    ) -> FitResult:
+    ) -> None:
         """Train with ``params`` on ``data`` for up to ``max_epochs``, reporting every epoch.
 
         Deterministic on CPU for the same params, data and seed; ``resume_from`` (an earlier
-        report's ``training_state``) continues exactly where that epoch ended. Never raises on
-        divergence; exceptions raised by ``report`` propagate.
+        report's ``training_state``) continues exactly where that epoch ended. A diverged
+        epoch is reported (``diverged=True``) and ends the run; exceptions raised by
+        ``report`` (the service's stop) propagate.
         """
         p = parse_params(params)
         if max_epochs < 1:
@@ -223,7 +207,8 @@ class MLPTrainer:
             ended = _restore(resume_from, model, optimizer, scheduler, shuffle, progress)
             first_epoch = int(resume_from["epoch"]) + 1
             if ended is not None:  # the saved epoch had ended the run: nothing left to do
-                return progress.result(ended["status"], ended["reason"])
+                log.info("%s", ended["reason"])
+                return
             rng = resume_from["rng"]
         else:
             rng = _capture_rng(shuffle, dev)
@@ -241,11 +226,7 @@ class MLPTrainer:
             rbm_metrics = pretraining.metrics()
         n_params = sum(q.numel() for q in model.parameters() if q.requires_grad)
         # Plain Python values (not numpy scalars), so the state loads with weights_only=True.
-        plain_params = {
-            k: v.item() if isinstance(v, np.generic) else v
-            for k, v in params.items()
-            if not str(k).startswith("_")
-        }
+        plain_params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
         for epoch in range(first_epoch, max_epochs + 1):
             t0 = time.perf_counter()
@@ -293,7 +274,6 @@ class MLPTrainer:
 
             finished: dict[str, str] | None = None
             if diverged:
-                metrics["diverged"] = 1.0
                 finished = {"status": "diverged", "reason": f"diverged at epoch {epoch}"}
             elif early_stop:
                 reason = f"early stopping: val_loss did not improve for {p.patience} epochs"
@@ -305,15 +285,15 @@ class MLPTrainer:
             if rbm_metrics:
                 state["rbm_metrics"] = rbm_metrics
             log.debug("epoch %d: %s", epoch, metrics)
-            keep_going = report(
-                EpochReport(epoch, metrics, best_state, training_state=state, files=files)
-            )
-            if finished is not None and (finished["status"] == "diverged" or keep_going):
+            report(
+                EpochReport(
+                    epoch, metrics, best_state, training_state=state, files=files,
+                    diverged=diverged,
+                )
+            )  # fmt: skip
+            if finished is not None:
                 log.info("%s", finished["reason"])
-                return progress.result(finished["status"], finished["reason"])
-            if not keep_going:
-                return progress.result("stopped", f"stopped by the service after epoch {epoch}")
-        return progress.result("completed", f"reached max_epochs ({max_epochs})")
+                return
 
 
 def _diagnose(

@@ -1,8 +1,7 @@
 """The MLP trainer's params: names, defaults, validation.
 
-Every key is optional. Unknown keys raise ``ValueError`` naming the key; keys starting with
-``_`` are ignored (the service keeps them for itself). ``width_K`` for K > ``n_layers`` is
-ignored, so a search space may define widths for its deepest networks.
+Every key is optional. Unknown keys raise ``ValueError`` naming the key. ``width_K`` for
+K > ``n_layers`` is ignored, so a search space may define widths for its deepest networks.
 """
 
 from __future__ import annotations
@@ -117,7 +116,7 @@ class MLPParams:
 
 def parse_params(params: Mapping[str, Any]) -> MLPParams:
     """Validate ``params`` and fill in defaults; raises ``ValueError`` naming the bad key."""
-    given = {k: v for k, v in params.items() if not str(k).startswith("_")}
+    given = dict(params)
     for key in given:
         if _WIDTH_KEY.fullmatch(str(key)):
             continue

@@ -13,18 +13,24 @@ from typing import Any, ClassVar
 
 import torch
 
-from searchsvc.trainer import Dataset, EpochReport, FitResult, ReportFn
+from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, ReportFn
 
 __all__ = ["NoopTrainer", "trainer"]
 
 
-class NoopTrainer:
-    """Reports ``val_loss``/``val_accuracy`` per epoch without training (see module doc)."""
+class NoopTrainer(BaseTrainer):
+    """Reports ``val_loss``/``val_accuracy`` per epoch without training (see module doc).
+
+    It has no weights to keep (its trials cannot be ensemble members), resumes from the epoch
+    of its ``training_state`` and accepts any param (tests give it whatever they search).
+    """
 
     name: ClassVar[str] = "noop"
-    reported_metrics: ClassVar[frozenset[str]] = frozenset(
+    objective_metrics: ClassVar[frozenset[str]] = frozenset(
         {"train_loss", "val_loss", "val_accuracy", "n_params", "epoch_time_s"}
     )
+    supports_resume: ClassVar[bool] = True
+    has_weights: ClassVar[bool] = False
 
     def fit(
         self,
@@ -36,7 +42,7 @@ class NoopTrainer:
         seed: int,
         device: str = "cpu",
         resume_from: Mapping[str, Any] | None = None,
-    ) -> FitResult:
+    ) -> None:
         if params.get("fail"):
             raise RuntimeError("noop trainer asked to fail (param fail=true)")
         lr = float(params.get("lr", 1e-2))
@@ -44,8 +50,6 @@ class NoopTrainer:
             float(v) ** 2 for k, v in params.items() if k.startswith("x") and isinstance(v, float)
         )
         start = int(resume_from["epoch"]) if resume_from else 0
-        best = math.inf
-        best_epoch = 0
         for epoch in range(start + 1, max_epochs + 1):
             val_loss = base + 1.0 / epoch
             metrics = {
@@ -55,13 +59,7 @@ class NoopTrainer:
                 "n_params": 0.0,
                 "epoch_time_s": 0.0,
             }
-            if val_loss < best:
-                best, best_epoch = val_loss, epoch
-            if not report(
-                EpochReport(epoch=epoch, metrics=metrics, training_state={"epoch": epoch})
-            ):
-                return FitResult(status="stopped", best_epoch=best_epoch)
-        return FitResult(status="completed", best_epoch=best_epoch)
+            report(EpochReport(epoch=epoch, metrics=metrics, training_state={"epoch": epoch}))
 
     def build_network(
         self, params: Mapping[str, Any], n_features: int, n_classes: int
