@@ -25,8 +25,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from searchsvc.loader import load_study
-from searchsvc.runner import run_study
+from searchsvc.execution.runner import run_study
+from searchsvc.study.loader import load_study
 
 TARGET_S = 0.25
 

@@ -40,10 +40,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from searchsvc.data.datasets import load_dataset  # noqa: E402
 from searchsvc.trainer import Dataset, EpochReport  # noqa: E402
-from trainers.datasets import load_dataset  # noqa: E402
-from trainers.mlp import trainer  # noqa: E402
-from trainers.mlp_params import INITS, parse_params  # noqa: E402
+from trainers.mlp.params import INITS, parse_params  # noqa: E402
+from trainers.mlp.training import trainer  # noqa: E402
 
 log = logging.getLogger("bench.rbm_pretraining")
 

@@ -25,9 +25,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from searchsvc.data.datasets import load_dataset  # noqa: E402
 from searchsvc.trainer import EpochReport  # noqa: E402
-from trainers.datasets import load_dataset  # noqa: E402
-from trainers.mlp import trainer  # noqa: E402
+from trainers.mlp.training import trainer  # noqa: E402
 
 BATCH = 128
 LAYERS = (784, 512, 256, 10)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from searchsvc.ensemble import Ensemble, load_members_dir
+from searchsvc.ensemble.predictor import Ensemble, load_members_dir
 from searchsvc.errors import EnsembleError
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ def load_ensemble(
     if text.startswith(("models:/", "runs:/")):
         uri = text
     else:
-        from searchsvc.loader import load_study
         from searchsvc.registry import resolve_trainer
+        from searchsvc.study.loader import load_study
         from searchsvc.study_run import StudyRun
 
         study_file = text
@@ -114,7 +114,7 @@ def rebuild_ensemble(
     Returns:
         The ensemble summary (None if Ctrl-C or SIGTERM stopped it) and how the run ended.
     """
-    from searchsvc.study_ensemble import build_study_ensemble
+    from searchsvc.ensemble.build import build_study_ensemble
 
     summary = None
     with run.lifecycle() as outcome:
@@ -133,7 +133,7 @@ def report_study(run: StudyRun, *, group_by: str | None = None) -> tuple[Path | 
     Returns:
         The report's ``index.html`` (None if Ctrl-C or SIGTERM stopped it) and how it ended.
     """
-    from searchsvc.report import write_report
+    from searchsvc.report.build import write_report
 
     index = None
     with run.lifecycle() as outcome:
@@ -149,7 +149,7 @@ def _check_study_has_trials(run: StudyRun) -> None:
         StudyNotRunError: the study has not run yet.
         EnsembleError: it ran, but no trial completed.
     """
-    from searchsvc.storage import count_trials
+    from searchsvc.search.storage import count_trials
 
     counts = count_trials(run.open_existing())
     if counts.complete == 0:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from searchsvc.errors import SearchsvcError, StudySpecError
-from searchsvc.loader import Study, load_study
+from searchsvc.study.loader import Study, load_study
 
 if TYPE_CHECKING:
     from searchsvc.study_run import StudyRun
@@ -151,7 +151,7 @@ def run(
         study, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage, workdir=workdir,
         data_dir=data_dir,
     )  # fmt: skip
-    from searchsvc.runner import run_study
+    from searchsvc.execution.runner import run_study
 
     again = _again(
         "run", study, ("--n-trials", n_trials), ("--tracking-uri", tracking_uri),
@@ -226,7 +226,7 @@ def status(
 ) -> None:
     """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
     run_ = _prepare(study, storage=storage, workdir=workdir)
-    from searchsvc.storage import BUDGET_ATTR, count_trials, top_trials
+    from searchsvc.search.storage import BUDGET_ATTR, count_trials, top_trials
 
     _open_existing(run_)
     spec, optuna_study, paths = run_.spec, run_.study, run_.paths

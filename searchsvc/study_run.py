@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from searchsvc.errors import SearchsvcError, StudyFailed, StudyNotRunError, StudySpecError
-from searchsvc.paths import StudyPaths, resolve_paths
-from searchsvc.spec import StudySpec
+from searchsvc.study.locations import StudyPaths, resolve_paths
+from searchsvc.study.spec import StudySpec
 
 if TYPE_CHECKING:
     import optuna
 
-    from searchsvc.loader import Study
+    from searchsvc.study.loader import Study
     from searchsvc.tracking import StudyTracker
     from searchsvc.trainer import Dataset, Trainer
 
@@ -153,7 +153,7 @@ class StudyRun:
 
     def load_data(self) -> Dataset:
         """The study's data set, loaded once (in the driver) and kept on the run."""
-        from trainers.datasets import load_dataset
+        from searchsvc.data.datasets import load_dataset
 
         dataset = self.spec.dataset
         self.data = load_dataset(
@@ -172,8 +172,13 @@ class StudyRun:
         Returns:
             The numbers of the trials a dead driver left running (now asked for again).
         """
-        from searchsvc.samplers import build_sampler
-        from searchsvc.storage import BUDGET_ATTR, claim_study, open_study, recover_interrupted
+        from searchsvc.search.samplers import build_sampler
+        from searchsvc.search.storage import (
+            BUDGET_ATTR,
+            claim_study,
+            open_study,
+            recover_interrupted,
+        )
 
         self.paths.workdir.mkdir(parents=True, exist_ok=True)
         self.study = open_study(self.spec, self.paths.storage_url)
@@ -198,7 +203,7 @@ class StudyRun:
         Returns:
             How many trial runs were left RUNNING (now ended).
         """
-        from searchsvc.storage import resumed_trials
+        from searchsvc.search.storage import resumed_trials
         from searchsvc.tracking import StudyTracker
 
         self.tracker = StudyTracker(
@@ -223,7 +228,7 @@ class StudyRun:
         Raises:
             StudyNotRunError: the storage or the study in it does not exist.
         """
-        from searchsvc.storage import open_study
+        from searchsvc.search.storage import open_study
 
         storage = self.paths.storage_url
         not_run = StudyNotRunError(f"{self.where}: study {self.spec.name!r} has not run yet")
@@ -290,7 +295,7 @@ class StudyRun:
         if "ray" in sys.modules:
             _best_effort("stop Ray", _shutdown_ray)
         if self.claimed and self.study is not None:
-            from searchsvc.storage import recover_interrupted
+            from searchsvc.search.storage import recover_interrupted
 
             # Trials Ray did not finish become interrupted (asked for again), not RUNNING.
             _best_effort("record interrupted trials", lambda: recover_interrupted(self.study))
@@ -308,7 +313,7 @@ class StudyRun:
                     "not recorded", tracker.tracking_uri, tracker.pending,
                 )  # fmt: skip
         if self.claimed and self.study is not None:
-            from searchsvc.storage import release_study
+            from searchsvc.search.storage import release_study
 
             if _best_effort("release the study", lambda: release_study(self.study)):
                 self.claimed = False

@@ -20,7 +20,7 @@ Optuna's ``optuna/testing/pytest_samplers.py``)::
             return {"width": 16}
 
 Each check runs the trainer through the service's own trial runner
-(:func:`searchsvc.trainable.run_trainer`, the code a Ray worker runs, without Ray): its
+(:func:`searchsvc.execution.trainable.run_trainer`, the code a Ray worker runs, without Ray): its
 reporter, its checkpoint files (loaded back with ``weights_only=True``) and its stop
 exception (:class:`~searchsvc.trainer.TrialStopped`). The checks are also plain functions
 (``check_*``), each raising ``AssertionError`` that says what broke.
@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from searchsvc.trainable import Resume, load_checkpoint, run_trainer
+from searchsvc.execution.trainable import Resume, load_checkpoint, run_trainer
 from searchsvc.trainer import BaseTrainer, Dataset, Trainer, TrialStopped
 
 __all__ = [

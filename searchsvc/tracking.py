@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from searchsvc.errors import TrackingError
-from searchsvc.spec import StudySpec
+from searchsvc.study.spec import StudySpec
 
 __all__ = ["StudyTracker", "MODEL_DIR", "TAG_STUDY", "TAG_TRIAL", "TAG_STATE", "TAG_REASON"]
 

@@ -158,8 +158,8 @@ def test_study_with_a_registered_champion_still_loads(
     from mlflow.tracking import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    from searchsvc.ensemble import Ensemble, Member
-    from searchsvc.pyfunc import log_ensemble, set_champion_if_better
+    from searchsvc.ensemble.predictor import Ensemble, Member
+    from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
 
     module = "searchsvc_test_api_trainer"
     (tmp_path / f"{module}.py").write_text(LINEAR_TRAINER_SOURCE)

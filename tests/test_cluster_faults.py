@@ -23,8 +23,8 @@ from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
 from rich.console import Console
 
-from searchsvc.loader import load_study
-from searchsvc.runner import run_study
+from searchsvc.execution.runner import run_study
+from searchsvc.study.loader import load_study
 from tests.conftest import base_study
 from tests.servers import MlflowServer, drop_connections, free_port, postgres_server
 

@@ -1,5 +1,5 @@
-"""Tests of trainers.datasets: the IDX sets from the shared data folder, checksums, downloads,
-user .npz files and their errors, digits and synthetic."""
+"""Tests of searchsvc.data.datasets: the IDX sets from the shared data folder, checksums,
+downloads, user .npz files and their errors, digits and synthetic."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from searchsvc.data import idx_files
+from searchsvc.data.datasets import DATASET_NAMES, default_cache_dir, load_dataset
 from searchsvc.errors import DataError
-from trainers import idx_files
-from trainers.datasets import DATASET_NAMES, default_cache_dir, load_dataset
 
 # Published label counts (shared/data/README.md).
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

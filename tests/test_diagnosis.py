@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from searchsvc.diagnosis import ADVICE, Thresholds, diagnose
+from searchsvc.study.diagnosis import ADVICE, Thresholds, diagnose
 
 
 def test_low_training_accuracy_is_underfit_not_overfit():
@@ -87,7 +87,7 @@ def test_underfit_threshold_is_adjustable_for_a_harder_dataset():
 
 
 def test_study_file_thresholds_default_to_the_documented_constants():
-    from searchsvc.spec import DiagnosisSpec
+    from searchsvc.study.spec import DiagnosisSpec
 
     assert Thresholds(**DiagnosisSpec().model_dump()) == Thresholds()
     assert Thresholds().underfit_train_accuracy == 0.90

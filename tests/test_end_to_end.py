@@ -18,10 +18,10 @@ from mlflow.tracking import MlflowClient
 from rich.console import Console
 
 from searchsvc import load_ensemble
+from searchsvc.data.datasets import load_dataset
 from searchsvc.errors import EnsembleError
-from searchsvc.loader import load_study
-from searchsvc.runner import run_study
-from trainers.datasets import load_dataset
+from searchsvc.execution.runner import run_study
+from searchsvc.study.loader import load_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -22,8 +22,10 @@ import pytest
 import torch
 from torch import nn
 
-from searchsvc import study_ensemble
-from searchsvc.ensemble import (
+from searchsvc.ensemble import build as study_ensemble
+from searchsvc.ensemble.build import best_single_index, build_study_ensemble
+from searchsvc.ensemble.metrics import accuracy, expected_calibration_error, log_loss
+from searchsvc.ensemble.predictor import (
     Ensemble,
     Member,
     feature_range_of,
@@ -37,11 +39,9 @@ from searchsvc.ensemble import (
     write_members_dir,
 )
 from searchsvc.errors import EnsembleError
-from searchsvc.metrics import accuracy, expected_calibration_error, log_loss
-from searchsvc.paths import StudyPaths
-from searchsvc.spec import StudySpec
-from searchsvc.storage import open_study
-from searchsvc.study_ensemble import best_single_index, build_study_ensemble
+from searchsvc.search.storage import open_study
+from searchsvc.study.locations import StudyPaths
+from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.trainer import BaseTrainer, Dataset
 from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
@@ -633,7 +633,7 @@ def test_best_single_is_the_best_trial_with_a_model_and_a_missing_model_is_warne
         "load_members_dir",
         functools.partial(load_members_dir, resolver=lambda ref: TINY),
     )
-    with caplog.at_level(logging.WARNING, logger="searchsvc.study_ensemble"):
+    with caplog.at_level(logging.WARNING, logger="searchsvc.ensemble.build"):
         summary = build_study_ensemble(_run(spec, paths, tracker, data))
 
     assert summary["best_single_trial"] == 0
@@ -661,7 +661,7 @@ def test_best_single_needs_no_warning_when_the_best_trial_has_a_model(
         "load_members_dir",
         functools.partial(load_members_dir, resolver=lambda ref: TINY),
     )
-    with caplog.at_level(logging.WARNING, logger="searchsvc.study_ensemble"):
+    with caplog.at_level(logging.WARNING, logger="searchsvc.ensemble.build"):
         summary = build_study_ensemble(_run(spec, paths, tracker, data))
     assert summary["best_single_trial"] == 1
     assert not [r for r in caplog.records if "best single" in r.getMessage()]

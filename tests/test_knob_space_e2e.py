@@ -9,10 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from searchsvc.loader import load_study
-from searchsvc.runner import run_study
+from searchsvc.execution.runner import run_study
+from searchsvc.study.loader import load_study
 from tests.conftest import base_study
-from trainers.mlp_params import ACTIVATIONS, INITS, LR_SCHEDULES, NORMS, OPTIMIZERS
+from trainers.mlp.params import ACTIVATIONS, INITS, LR_SCHEDULES, NORMS, OPTIMIZERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

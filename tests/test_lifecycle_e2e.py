@@ -106,7 +106,7 @@ def test_ctrl_c_while_loading_the_data_creates_nothing_and_says_how_to_resume(
     project: Path,
 ) -> None:
     marker = project.parent / "in-stage"
-    proc = _start(project, "block", "trainers.datasets:load_dataset", str(marker))
+    proc = _start(project, "block", "searchsvc.data.datasets:load_dataset", str(marker))
     _wait_for(marker, proc)
     stdout, stderr = _stop(proc, signal.SIGINT)
 
@@ -150,7 +150,7 @@ def test_sigterm_during_the_search_kills_the_parent_run_and_the_resume_finishes(
 
 def test_ctrl_c_while_building_the_ensemble_kills_the_parent_run(project: Path) -> None:
     marker = project.parent / "in-stage"
-    target = "searchsvc.study_ensemble:build_study_ensemble"
+    target = "searchsvc.ensemble.build:build_study_ensemble"
     proc = _start(project, "block", target, str(marker))
     _wait_for(marker, proc)
     stdout, stderr = _stop(proc, signal.SIGINT)
@@ -165,7 +165,7 @@ def test_ctrl_c_while_building_the_ensemble_kills_the_parent_run(project: Path) 
 
 def test_sigterm_while_writing_the_report_kills_the_parent_run(project: Path) -> None:
     marker = project.parent / "in-stage"
-    proc = _start(project, "block", "searchsvc.report:write_report", str(marker))
+    proc = _start(project, "block", "searchsvc.report.build:write_report", str(marker))
     _wait_for(marker, proc)
     stdout, stderr = _stop(proc, signal.SIGTERM)
 
@@ -181,7 +181,7 @@ def test_an_error_in_the_ensemble_fails_the_parent_run_with_one_line_and_the_res
     project: Path,
 ) -> None:
     marker = project.parent / "in-stage"
-    target = "searchsvc.study_ensemble:build_study_ensemble"
+    target = "searchsvc.ensemble.build:build_study_ensemble"
     proc = _start(project, "raise", target, str(marker))
     stdout, stderr = proc.communicate(timeout=300)
 

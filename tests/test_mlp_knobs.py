@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
+from searchsvc.data.datasets import load_dataset
 from searchsvc.trainer import Dataset, EpochReport
-from trainers.datasets import load_dataset
-from trainers.layers import Maxout
-from trainers.mlp import batch_loss, trainer
-from trainers.mlp_params import ACTIVATIONS, OPTIMIZERS, parse_params
-from trainers.optim import apply_max_norm, make_optimizer
+from trainers.mlp.layers import Maxout
+from trainers.mlp.optim import apply_max_norm, make_optimizer
+from trainers.mlp.params import ACTIVATIONS, OPTIMIZERS, parse_params
+from trainers.mlp.training import batch_loss, trainer
 
 FAN = 1000  # a 1000x1000 hidden layer: 10^6 draws pin the std down to ~0.1 %
 

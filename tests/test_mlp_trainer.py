@@ -14,10 +14,16 @@ import numpy as np
 import pytest
 import torch
 
+from searchsvc.data.datasets import load_dataset
 from searchsvc.trainer import Dataset, EpochReport, Trainer, TrialStopped
-from trainers.datasets import load_dataset
-from trainers.diagnostics import capture_activations, layer_stats
-from trainers.mlp import TRAIN_EVAL_SAMPLES, MLPTrainer, evaluate, train_eval_indices, trainer
+from trainers.mlp.diagnostics import capture_activations, layer_stats
+from trainers.mlp.training import (
+    TRAIN_EVAL_SAMPLES,
+    MLPTrainer,
+    evaluate,
+    train_eval_indices,
+    trainer,
+)
 
 TIME_KEYS = {"epoch_time_s", "train_time_s"}
 SMALL = {"n_layers": 2, "width": 32, "diagnostics": False}

@@ -1,8 +1,8 @@
 """The trial runner's side of the plug-in contract: the example trainer of
 ``searchsvc.trainer``'s docstring, taken from the docstring itself, runs through the trial
-runner of ``searchsvc.trainable`` (without Ray); ``resume_from`` is passed only to a trainer
-that supports resume, and only to resume; divergence travels as a report's flag; checkpoints
-load as plain data."""
+runner of ``searchsvc.execution.trainable`` (without Ray); ``resume_from`` is passed only to a
+trainer that supports resume, and only to resume; divergence travels as a report's flag;
+checkpoints load as plain data."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from searchsvc.trainable import (
+from searchsvc.data.datasets import load_dataset
+from searchsvc.execution.trainable import (
     CHECKPOINT_BEST,
     CHECKPOINT_STATE,
     DIVERGED,
@@ -25,8 +26,7 @@ from searchsvc.trainable import (
 )
 from searchsvc.trainer import BaseTrainer, Dataset, EpochReport
 from tests.helpers import docstring_example, load_example
-from trainers.datasets import load_dataset
-from trainers.mlp import trainer as mlp_trainer
+from trainers.mlp.training import trainer as mlp_trainer
 
 
 class Sent:
@@ -110,7 +110,7 @@ def test_trainer_without_resume_support_asked_to_resume_starts_again_with_a_warn
     stale = {"w": torch.zeros(1)}
     resume = Resume(state={"epoch": 2}, best_epoch=2, best_state=stale)
     sent = Sent(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="searchsvc.trainable"):
+    with caplog.at_level(logging.WARNING, logger="searchsvc.execution.trainable"):
         run(example, synthetic, sent, resume=resume)
     assert caplog.messages == [
         "trial 7: trainer 'my_trainer' does not support resume, so it cannot continue from its "

@@ -28,14 +28,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 import searchsvc
-from searchsvc.ensemble import Ensemble, Member, write_members_dir
-from searchsvc.errors import EnsembleError
-from searchsvc.pyfunc import (
+from searchsvc.ensemble.predictor import Ensemble, Member, write_members_dir
+from searchsvc.ensemble.pyfunc import (
     CHAMPION_ALIAS,
     VAL_NLL_TAG,
     log_ensemble,
     set_champion_if_better,
 )
+from searchsvc.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
 

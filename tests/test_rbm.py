@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 import torch
 
-from searchsvc.loader import load_study
+from searchsvc.data.datasets import load_dataset
+from searchsvc.study.loader import load_study
 from searchsvc.trainer import Dataset, EpochReport
 from tests.conftest import REPO, base_study
-from trainers import mlp as mlp_module
-from trainers.datasets import load_dataset
-from trainers.mlp import trainer
-from trainers.mlp_params import INITS, parse_params
-from trainers.rbm import BernoulliRBM, pretrain_stack, rbm_generator, rbm_initialise
+from trainers.mlp import training as mlp_module
+from trainers.mlp.params import INITS, parse_params
+from trainers.mlp.rbm import BernoulliRBM, pretrain_stack, rbm_generator, rbm_initialise
+from trainers.mlp.training import trainer
 
 RBM = {"init": "rbm", "activation": "sigmoid", "n_layers": 2, "width_1": 32, "width_2": 16,
        "diagnostics": False}  # fmt: skip

@@ -26,16 +26,16 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 from PIL import Image
 
-from searchsvc import report
 from searchsvc.errors import StudyNotRunError
-from searchsvc.paths import StudyPaths, resolve_paths
-from searchsvc.space import to_distribution
-from searchsvc.spec import StudySpec
-from searchsvc.storage import INTERRUPTED, open_study
+from searchsvc.report import build as report
+from searchsvc.search.space import to_distribution
+from searchsvc.search.storage import INTERRUPTED, open_study
+from searchsvc.study.locations import StudyPaths, resolve_paths
+from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.tracking import StudyTracker
 from tests.conftest import base_study
-from trainers.diagnostics import activation_histogram_png
+from trainers.mlp.diagnostics import activation_histogram_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAIN_FIGURES = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from searchsvc.samplers import build_sampler
-from searchsvc.schedulers import build_scheduler, stopped_trial_ids
-from searchsvc.space import suggest_params, to_distribution
-from searchsvc.spec import StudySpec
+from searchsvc.execution.schedulers import build_scheduler, stopped_trial_ids
+from searchsvc.search.samplers import build_sampler
+from searchsvc.search.space import suggest_params, to_distribution
+from searchsvc.study.spec import StudySpec
 from tests.conftest import base_study
 
 

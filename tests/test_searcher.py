@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from searchsvc.searcher import OptunaSearcher
-from searchsvc.spec import StudySpec
-from searchsvc.trial_config import TrialTicket, params_of, ticket_of
+from searchsvc.search.searcher import OptunaSearcher
+from searchsvc.search.trial_config import TrialTicket, params_of, ticket_of
+from searchsvc.study.spec import StudySpec
 from tests.conftest import base_study
 
 State = optuna.trial.TrialState
@@ -128,7 +128,7 @@ def test_trial_that_never_reported_is_a_failure(setup):
 
 
 def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup, tmp_path):
-    from searchsvc.storage import recover_interrupted, resumed_trials
+    from searchsvc.search.storage import recover_interrupted, resumed_trials
 
     spec, study, stopped, searcher = setup
     searcher.suggest("t1")

@@ -14,10 +14,9 @@ import optuna
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from searchsvc import storage
 from searchsvc.errors import StudyBusyError
-from searchsvc.spec import StudySpec
-from searchsvc.storage import (
+from searchsvc.search import storage
+from searchsvc.search.storage import (
     claim_study,
     count_trials,
     open_study,
@@ -25,6 +24,7 @@ from searchsvc.storage import (
     release_study,
     retrying,
 )
+from searchsvc.study.spec import StudySpec
 from tests.conftest import base_study
 
 

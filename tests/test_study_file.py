@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from searchsvc.errors import StudySpecError
-from searchsvc.loader import load_study
-from searchsvc.spec import Condition
+from searchsvc.study.loader import load_study
+from searchsvc.study.spec import Condition
 from tests.conftest import base_study
 
 

@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
 from searchsvc import tracking
-from searchsvc.spec import StudySpec
+from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import TAG_STATE, StudyTracker
 from tests.conftest import base_study
 

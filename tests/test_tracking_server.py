@@ -11,8 +11,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 
-from searchsvc.loader import load_study
-from searchsvc.runner import run_study
+from searchsvc.execution.runner import run_study
+from searchsvc.study.loader import load_study
 from tests.conftest import base_study
 from tests.servers import MlflowServer
 

@@ -25,7 +25,7 @@ from searchsvc.trainer import BaseTrainer, EpochReport
 from tests.fault_trainers import KillOnceTrainer
 from tests.helpers import load_example
 from tests.step_trainer import StepTrainer
-from trainers.mlp import trainer as mlp_trainer
+from trainers.mlp.training import trainer as mlp_trainer
 from trainers.noop import trainer as noop_trainer
 
 

@@ -18,11 +18,11 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from searchsvc.diagnosis import Diagnosis, Thresholds, diagnose
-from searchsvc.space import suggest_params
-from searchsvc.spec import StudySpec
-from searchsvc.storage import CHECKPOINT, RESUME_OF, SEED_OF, retrying
-from searchsvc.trial_config import TrialTicket, make_config
+from searchsvc.search.space import suggest_params
+from searchsvc.search.storage import CHECKPOINT, RESUME_OF, SEED_OF, retrying
+from searchsvc.search.trial_config import TrialTicket, make_config
+from searchsvc.study.diagnosis import Diagnosis, Thresholds, diagnose
+from searchsvc.study.spec import StudySpec
 
 __all__ = ["OptunaSearcher", "TrialOutcome"]
 

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.layers import MLP
-from trainers.mlp_params import MLPParams
+from trainers.mlp.layers import MLP
+from trainers.mlp.params import MLPParams
 
 __all__ = ["apply_max_norm", "l1_penalty", "make_optimizer", "make_scheduler"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from searchsvc.errors import StudySpecError
-from searchsvc.spec import StudySpec, check_storage_url, check_tracking_uri
+from searchsvc.study.spec import StudySpec, check_storage_url, check_tracking_uri
 
 __all__ = ["StudyPaths", "resolve_paths"]
 

@@ -81,7 +81,7 @@ class MLPParams:
     ``init`` defaults to ``he_normal`` for the ReLU family and maxout, ``xavier_uniform`` for
     sigmoid and tanh. ``momentum`` is ``None`` when not given: 0.9 for ``momentum``/``nesterov``,
     plain RMSprop (no momentum) for ``rmsprop``; it is ignored by the other optimisers.
-    ``rbm_*`` configure the ``rbm`` init (greedy RBM pre-training, :mod:`trainers.rbm`: it
+    ``rbm_*`` configure the ``rbm`` init (greedy RBM pre-training, :mod:`trainers.mlp.rbm`: it
     rejects maxout) and are ignored by the other schemes.
     """
 

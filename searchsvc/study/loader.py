@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from searchsvc.errors import StudySpecError
-from searchsvc.spec import StudySpec
+from searchsvc.study.spec import StudySpec
 
 __all__ = ["Study", "load_study", "check_runtime_names"]
 
@@ -87,8 +87,8 @@ def check_runtime_names(spec: StudySpec, search_path: tuple[str, ...] = ()) -> l
 
     ``search_path``: the folders a ``module:object`` trainer is imported from.
     """
+    from searchsvc.data.datasets import DATASET_NAMES
     from searchsvc.registry import TrainerNotFound, resolve_trainer
-    from trainers.datasets import DATASET_NAMES
 
     problems: list[str] = []
     if spec.dataset.name not in DATASET_NAMES:
@@ -120,7 +120,7 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
 
     A typo such as ``lerning_rate`` or ``activation: relu6`` would otherwise fail every trial.
     """
-    from searchsvc.spec import CategoricalParam, FixedParam, FloatParam, IntParam
+    from searchsvc.study.spec import CategoricalParam, FixedParam, FloatParam, IntParam
 
     check = trainer.check_params
     base: dict[str, Any] = {}
@@ -157,7 +157,7 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
 def _check_grid(spec: StudySpec, base: dict[str, Any], check: Any) -> list[str]:
     import itertools
 
-    from searchsvc.space import grid_search_space
+    from searchsvc.search.space import grid_search_space
 
     grid = grid_search_space(spec.search_space)
     problems = []

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.layers import MLP, Maxout
+from trainers.mlp.layers import MLP, Maxout
 
 __all__ = [
     "DIAGNOSTIC_PREFIXES",

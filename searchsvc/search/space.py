@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from searchsvc.spec import CategoricalParam, FixedParam, FloatParam, IntParam, ParamSpec
+from searchsvc.study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, ParamSpec
 
 __all__ = ["suggest_params", "grid_search_space", "to_distribution"]
 

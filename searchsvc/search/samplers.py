@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import optuna
 
-from searchsvc.space import grid_search_space
-from searchsvc.spec import (
+from searchsvc.search.space import grid_search_space
+from searchsvc.study.spec import (
     CmaEsSamplerSpec,
     GPSamplerSpec,
     GridSamplerSpec,

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from searchsvc.search.trial_config import TrialTicket, params_of, ticket_of
 from searchsvc.trainer import Dataset, EpochReport, Trainer, TrialStopped
-from searchsvc.trial_config import TrialTicket, params_of, ticket_of
 
 __all__ = [
     "CHECKPOINT_BEST",

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from searchsvc.searcher import OptunaSearcher, TrialOutcome
-from searchsvc.spec import StudySpec
-from searchsvc.storage import heartbeat
+from searchsvc.execution.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
+from searchsvc.search.searcher import OptunaSearcher, TrialOutcome
+from searchsvc.search.storage import heartbeat
+from searchsvc.search.trial_config import params_of, ticket_of
+from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import StudyTracker
-from searchsvc.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
-from searchsvc.trial_config import params_of, ticket_of
 
 __all__ = ["DriverHeartbeat", "TrackingCallback", "ProgressCallback", "RAY_RESULT_KEYS"]
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import optuna
 
 from searchsvc.errors import StudyBusyError, TrackingError
-from searchsvc.spec import StudySpec
+from searchsvc.study.spec import StudySpec
 
 __all__ = [
     "BUDGET_ATTR",

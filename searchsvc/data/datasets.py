@@ -9,7 +9,7 @@ Names:
   flattened to 784 features.
 - ``digits``: scikit-learn's 8x8 digits (pixels / 16); it has no test split, so a fixed,
   stratified 20 % test split is carved off first (the same for every ``seed``).
-- ``npz``: the user's file at ``path`` (see :mod:`trainers.npz_files`).
+- ``npz``: the user's file at ``path`` (see :mod:`searchsvc.data.npz_files`).
 - ``synthetic``: a learnable 10-class, 20-feature problem of 2,000 samples generated from
   ``seed`` (20 % test), for fast tests.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from searchsvc.data.idx_files import IDX_DATASETS, default_cache_dir, locate_files, read_idx
+from searchsvc.data.npz_files import read_npz
 from searchsvc.errors import DataError
 from searchsvc.trainer import Dataset
-from trainers.idx_files import IDX_DATASETS, default_cache_dir, locate_files, read_idx
-from trainers.npz_files import read_npz
 
 __all__ = ["DATASET_NAMES", "FASHION_MNIST_CLASSES", "default_cache_dir", "load_dataset"]
 

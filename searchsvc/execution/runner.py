@@ -16,8 +16,8 @@ from typing import Any
 from rich.console import Console
 
 from searchsvc.errors import EnsembleError
-from searchsvc.loader import Study
-from searchsvc.paths import StudyPaths
+from searchsvc.study.loader import Study
+from searchsvc.study.locations import StudyPaths
 from searchsvc.study_run import (
     RunOutcome,
     StudyRun,
@@ -132,7 +132,7 @@ def run_study(
 
 def _open(run: StudyRun, console: Console) -> None:
     """The Optuna study (claimed) and the MLflow parent run; say what a resume picks up."""
-    from searchsvc.storage import count_trials
+    from searchsvc.search.storage import count_trials
 
     recovered = run.open_search()
     stale = run.open_tracking()
@@ -148,7 +148,7 @@ def _search(run: StudyRun, address: str | None, console: Console) -> None:
     """Run the trials still due on Ray; a Ctrl-C that Tune caught is raised again here."""
     import ray
 
-    from searchsvc.storage import count_trials, recover_interrupted
+    from searchsvc.search.storage import count_trials, recover_interrupted
 
     finished = count_trials(run.study).finished
     to_run = max(run.budget - finished, 0)
@@ -191,10 +191,10 @@ def _search(run: StudyRun, address: str | None, console: Console) -> None:
 def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> Any:
     from ray import tune
 
-    from searchsvc.callbacks import DriverHeartbeat, ProgressCallback, TrackingCallback
-    from searchsvc.schedulers import build_scheduler, stopped_trial_ids
-    from searchsvc.searcher import OptunaSearcher
-    from searchsvc.trainable import make_trainable
+    from searchsvc.execution.callbacks import DriverHeartbeat, ProgressCallback, TrackingCallback
+    from searchsvc.execution.schedulers import build_scheduler, stopped_trial_ids
+    from searchsvc.execution.trainable import make_trainable
+    from searchsvc.search.searcher import OptunaSearcher
 
     spec, data = run.spec, run.data
     scheduler = build_scheduler(spec)
@@ -242,7 +242,7 @@ def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> An
 
 def _summarise(run: StudyRun) -> list[dict[str, Any]]:
     """The top trials; the study's counts and best value logged to its parent run."""
-    from searchsvc.storage import count_trials
+    from searchsvc.search.storage import count_trials
 
     counts = count_trials(run.study)
     top = _top_rows(run, 5)
@@ -260,7 +260,7 @@ def _summarise(run: StudyRun) -> list[dict[str, Any]]:
 
 
 def _ensemble(run: StudyRun, console: Console) -> dict[str, Any] | None:
-    from searchsvc.study_ensemble import build_study_ensemble
+    from searchsvc.ensemble.build import build_study_ensemble
 
     try:
         return build_study_ensemble(run)
@@ -271,7 +271,7 @@ def _ensemble(run: StudyRun, console: Console) -> dict[str, Any] | None:
 
 
 def _report(run: StudyRun) -> Path | None:
-    from searchsvc.report import write_report
+    from searchsvc.report.build import write_report
 
     try:
         return write_report(run)
@@ -281,7 +281,7 @@ def _report(run: StudyRun) -> Path | None:
 
 
 def _result(run: StudyRun, outcome: RunOutcome, top: list[dict[str, Any]]) -> StudyResult:
-    from searchsvc.storage import count_trials
+    from searchsvc.search.storage import count_trials
 
     counts = count_trials(run.study) if run.study is not None else None
     return StudyResult(
@@ -349,14 +349,14 @@ def _pythonpath(search_path: tuple[str, ...]) -> str:
 
 
 def _best(run: StudyRun) -> tuple[int, float] | None:
-    from searchsvc.storage import top_trials
+    from searchsvc.search.storage import top_trials
 
     top = top_trials(run.study, run.spec, 1)
     return (top[0].number, top[0].values[0]) if top else None
 
 
 def _top_rows(run: StudyRun, n: int) -> list[dict[str, Any]]:
-    from searchsvc.storage import top_trials
+    from searchsvc.search.storage import top_trials
 
     return [
         {

@@ -16,7 +16,7 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from searchsvc.spec import (
+from searchsvc.study.spec import (
     AshaSchedulerSpec,
     HyperbandSchedulerSpec,
     MedianSchedulerSpec,

@@ -1,6 +1,6 @@
 """Ensembles of the best trials: member selection, batched prediction, the on-disk layout.
 
-Pure numpy/torch; nothing here imports MLflow (``searchsvc.pyfunc`` does the MLflow side).
+Pure numpy/torch; nothing here imports MLflow (``searchsvc.ensemble.pyfunc`` does the MLflow side).
 
 Selection works on a cached matrix of validation probabilities ``val_probs`` of shape
 ``(m, n_val, n_classes)``, one slice per candidate trial, computed once with
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from searchsvc.ensemble.metrics import PROB_EPS, accuracy, expected_calibration_error, log_loss
 from searchsvc.errors import EnsembleError, SearchsvcError
-from searchsvc.metrics import PROB_EPS, accuracy, expected_calibration_error, log_loss
 from searchsvc.trainer import Trainer
 
 __all__ = [

@@ -1,6 +1,6 @@
 """The fully-connected classifier trainer: ``trainer: trainers.mlp:trainer`` in a study file.
 
-Params (all optional; see :mod:`trainers.mlp_params` for the checks):
+Params (all optional; see :mod:`trainers.mlp.params` for the checks):
 
 ==================  =========================  ===============================================
 key                 default                    meaning
@@ -60,14 +60,14 @@ Reported each epoch:
 - ``val_loss``, ``val_accuracy``: the same, on the whole validation split.
 - ``lr`` (used this epoch), ``n_params``, ``epoch_time_s`` (the whole epoch, evaluations
   included), ``train_time_s`` (the training pass only) and the diagnostics of
-  :mod:`trainers.diagnostics`. The objective metrics (what a study may optimise) are the
+  :mod:`trainers.mlp.diagnostics`. The objective metrics (what a study may optimise) are the
   losses, accuracies, ``n_params`` and the two timings.
 
 A non-finite training or validation loss ends the trial: that epoch's report has
 ``diverged=True`` and is the last.
 
 ``init: rbm`` pre-trains each hidden layer as a restricted Boltzmann machine (CD-k, greedy
-layer-wise, :mod:`trainers.rbm`) before the first epoch; it needs features in [0, 1]. Its
+layer-wise, :mod:`trainers.mlp.rbm`) before the first epoch; it needs features in [0, 1]. Its
 hidden units are sigmoid units, so ``sigmoid`` is the faithful pairing; with ``tanh`` or the
 ReLU family the weights are only a starting point; maxout is rejected. Every epoch then also
 reports ``rbm_pretrain_time_s`` (the whole pre-training, wall clock, not part of
@@ -90,16 +90,16 @@ import torch
 import torch.nn.functional as F
 
 from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, ReportFn
-from trainers.diagnostics import (
+from trainers.mlp.diagnostics import (
     GradNormMeter,
     activation_histogram_png,
     capture_activations,
     layer_stats,
 )
-from trainers.layers import MLP, build_mlp
-from trainers.mlp_params import MLPParams, parse_params
-from trainers.optim import apply_max_norm, l1_penalty, make_optimizer, make_scheduler
-from trainers.rbm import rbm_generator, rbm_initialise
+from trainers.mlp.layers import MLP, build_mlp
+from trainers.mlp.optim import apply_max_norm, l1_penalty, make_optimizer, make_scheduler
+from trainers.mlp.params import MLPParams, parse_params
+from trainers.mlp.rbm import rbm_generator, rbm_initialise
 
 __all__ = ["MLPTrainer", "TRAIN_EVAL_SAMPLES", "batch_loss", "train_eval_indices", "trainer"]
 

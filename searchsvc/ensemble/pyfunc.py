@@ -1,7 +1,7 @@
 """The ensemble as an MLflow pyfunc model: logging, registering, the ``champion`` alias.
 
 The logged model is self-contained: its ``members`` artifact is a members directory (see
-``searchsvc.ensemble``) holding every member's params and state dict, so loading it needs
+``searchsvc.ensemble.predictor``) holding every member's params and state dict, so loading it needs
 neither the study's working folder nor the tracking run's files, only the ``searchsvc``
 package and whatever package provides the trainer (``trainers`` for the built-ins)::
 
@@ -42,7 +42,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from searchsvc.ensemble import (
+from searchsvc.ensemble.predictor import (
     MANIFEST_NAME,
     Ensemble,
     load_members_dir,
@@ -71,7 +71,7 @@ VAL_NLL_TAG = "val_nll"
 
 
 class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
-    """Pyfunc wrapper around :class:`searchsvc.ensemble.Ensemble`.
+    """Pyfunc wrapper around :class:`searchsvc.ensemble.predictor.Ensemble`.
 
     Holds nothing when logged; ``load_context`` rebuilds the networks from the ``members``
     artifact. The device comes from ``model_config["device"]`` (default ``cpu``) and the

@@ -32,8 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from trainers.layers import MLP
-from trainers.mlp_params import MLPParams
+from trainers.mlp.layers import MLP
+from trainers.mlp.params import MLPParams
 
 __all__ = [
     "BernoulliRBM",
@@ -289,7 +289,7 @@ def rbm_initialise(
     receives its RBM's ``W`` and hidden bias; the output layer is left as built.
 
     Args:
-        model: the network from :func:`trainers.layers.build_mlp`.
+        model: the network from :func:`trainers.mlp.layers.build_mlp`.
         x_train: the training features, in [0, 1].
         p: the parsed params (``init`` is ``rbm``).
         generator: the source of every random draw, on the model's device.

@@ -22,7 +22,8 @@ import mlflow
 import numpy as np
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-from searchsvc.ensemble import (
+from searchsvc.ensemble.metrics import accuracy, expected_calibration_error, log_loss
+from searchsvc.ensemble.predictor import (
     Member,
     feature_range_of,
     load_members_dir,
@@ -32,11 +33,10 @@ from searchsvc.ensemble import (
     select_top_k,
     write_members_dir,
 )
+from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
 from searchsvc.errors import EnsembleError
-from searchsvc.metrics import accuracy, expected_calibration_error, log_loss
-from searchsvc.paths import StudyPaths
-from searchsvc.pyfunc import log_ensemble, set_champion_if_better
-from searchsvc.spec import StudySpec
+from searchsvc.study.locations import StudyPaths
+from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.tracking import MODEL_DIR, StudyTracker
 from searchsvc.trainer import Dataset
@@ -68,7 +68,7 @@ def build_study_ensemble(
         EnsembleError: the study has no completed trial, or none of the best ``candidates``
             completed trials has stored weights.
     """
-    from searchsvc.storage import top_trials
+    from searchsvc.search.storage import top_trials
 
     spec, paths, tracker, data, trainer = run.spec, run.paths, run.tracker, run.data, run.trainer
     method = method or spec.ensemble.method

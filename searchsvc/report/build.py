@@ -41,8 +41,8 @@ from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 from optuna.trial import FrozenTrial, TrialState
 
 from searchsvc.errors import StudySpecError, TrackingError
-from searchsvc.spec import CategoricalParam, IntParam, StudySpec
-from searchsvc.storage import INTERRUPTED, top_trials
+from searchsvc.search.storage import INTERRUPTED, top_trials
+from searchsvc.study.spec import CategoricalParam, IntParam, StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.tracking import TAG_PARENT, TAG_TRIAL
 

@@ -1,7 +1,7 @@
 """The study file's schema: a validated, frozen description of one search.
 
 Every model forbids unknown keys, so a misspelt option is an error, never silently dropped.
-The loader (``searchsvc.loader``) turns validation errors into one line per problem.
+The loader (``searchsvc.study.loader``) turns validation errors into one line per problem.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from searchsvc import diagnosis as diag
+from searchsvc.study import diagnosis as diag
 
 __all__ = [
     "BudgetSpec",
@@ -361,7 +361,7 @@ def check_storage_url(url: str) -> str:
 
 
 class DiagnosisSpec(_Strict):
-    """Thresholds of the recipe diagnosis (the rules are documented in searchsvc.diagnosis)."""
+    """Thresholds of the recipe diagnosis (its rules: ``searchsvc.study.diagnosis``)."""
 
     # Final training accuracy below this: underfit.
     underfit_train_accuracy: float = Field(diag.UNDERFIT_TRAIN_ACCURACY, gt=0, le=1)

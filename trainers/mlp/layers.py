@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from trainers.mlp_params import MLPParams, default_init
+from trainers.mlp.params import MLPParams, default_init
 
 __all__ = [
     "HiddenBlock",
@@ -173,7 +173,7 @@ def build_mlp(p: MLPParams, n_features: int, n_classes: int) -> MLP:
 
     ``rbm`` builds with the activation's default scheme for the hidden layers and
     ``xavier_uniform`` for the output layer: the RBM pre-training itself runs in the
-    trainer's ``fit`` (:func:`trainers.rbm.rbm_initialise`), not here, because this function
+    trainer's ``fit`` (:func:`trainers.mlp.rbm.rbm_initialise`), not here, because this function
     must stay cheap (the ensemble calls it to rebuild networks before loading their weights).
     """
     model = MLP(p, n_features, n_classes)

@@ -1,0 +1,2 @@
+"""The Ray side, and the only code that imports Ray: the runner (``runner``), the trial
+trainable (``trainable``), the Tune callbacks (``callbacks``) and the schedulers."""
