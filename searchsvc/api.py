@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from searchsvc.ensemble.predictor import Ensemble, load_members_dir
+from searchsvc.ensemble.members import load_members_dir
+from searchsvc.ensemble.predictor import Ensemble
 from searchsvc.errors import EnsembleError
 
 if TYPE_CHECKING:

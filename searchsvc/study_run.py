@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from searchsvc.errors import SearchsvcError, StudyFailed, StudyNotRunError, StudySpecError
+from searchsvc.settings import Settings
+from searchsvc.signals import signals_held, stop_signals
 from searchsvc.study.locations import StudyPaths, resolve_paths
 from searchsvc.study.spec import StudySpec
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from searchsvc.tracking import StudyTracker
     from searchsvc.trainer import Dataset, Trainer
 
-__all__ = ["RunOutcome", "StudyRun", "reassert_stop_signals", "signal_handlers_kept"]
+__all__ = ["RunOutcome", "StudyRun"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class StudyRun:
         tracker: the one MLflow writer, once opened.
         data: the data set, once loaded (in the driver only).
         trainer_instance: the trainer, once imported (see ``trainer``) or as given.
+        settings: the environment variables, read once when the command built the run.
         stage: what the command is doing now (named in interrupt and error messages).
     """
 
@@ -83,6 +84,7 @@ class StudyRun:
     study: optuna.Study | None = None
     tracker: StudyTracker | None = None
     data: Dataset | None = None
+    settings: Settings = field(default_factory=Settings)
     stage: str = "starting"
     claimed: bool = False
     owns_parent: bool = False  # this command set the parent run RUNNING, so it ends it
@@ -100,12 +102,17 @@ class StudyRun:
         storage: str | None = None,
         workdir: str | Path | None = None,
         data_dir: str | Path | None = None,
+        settings: Settings | None = None,
     ) -> StudyRun:
         """The run of a validated study file with the command's options; creates nothing.
 
+        ``settings``: the environment (default: read now, once, for this command).
+
         Raises:
-            StudySpecError: an option is malformed (a URL, a missing ``--data-dir``).
+            StudySpecError: an option or an environment variable is malformed (a URL, a
+                missing ``--data-dir``).
         """
+        settings = settings if settings is not None else Settings.from_env()
         spec = study.spec
         if n_trials is not None:
             budget = spec.budget.model_copy(update={"n_trials": n_trials})
@@ -116,10 +123,12 @@ class StudyRun:
             # The option beats the study file's dataset.data_dir, as every option beats the file.
             dataset = spec.dataset.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
             spec = spec.model_copy(update={"dataset": dataset})
-        paths = resolve_paths(spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+        paths = resolve_paths(
+            spec, tracking_uri=tracking_uri, storage=storage, workdir=workdir, settings=settings
+        )
         return cls(
             spec=spec, paths=paths, source=study.path, text=study.text,
-            search_path=study.search_path,
+            search_path=study.search_path, settings=settings,
         )  # fmt: skip
 
     @property
@@ -163,6 +172,7 @@ class StudyRun:
             val_size=dataset.val_size,
             train_subset=dataset.train_subset,
             seed=self.spec.seed,
+            settings=self.settings,
         )
         return self.data
 
@@ -265,7 +275,7 @@ class StudyRun:
         """
         outcome = RunOutcome()
         status = "FINISHED"
-        with _stop_signals(outcome):
+        with stop_signals(outcome):
             try:
                 yield outcome
             except KeyboardInterrupt:
@@ -286,7 +296,7 @@ class StudyRun:
                     + " (run with -v for the traceback)"
                 ) from exc
             finally:
-                with _signals_held():
+                with signals_held():
                     self.close(status, outcome)
 
     def close(self, status: str, outcome: RunOutcome | None = None) -> None:
@@ -345,78 +355,3 @@ def _best_effort(what: str, step: Any) -> bool:
         logger.warning("could not %s: %s", what, str(exc).splitlines()[0] if str(exc) else exc)
         return False
     return True
-
-
-@contextlib.contextmanager
-def _stop_signals(outcome: RunOutcome) -> Iterator[None]:
-    """SIGTERM (``docker stop``, ``kill``) stops a run as Ctrl-C does.
-
-    It goes through whichever SIGINT handler is in force: inside ``tuner.fit`` Tune's own
-    (trials stop, the experiment state is saved, ``fit`` returns), elsewhere Python's
-    (``KeyboardInterrupt``). Signal handlers can only be set in the main thread.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        outcome.signal = "SIGTERM"
-        handler = signal.getsignal(signal.SIGINT)
-        if callable(handler):
-            handler(signal.SIGINT, frame)
-        else:
-            raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    _sigterm_handlers.append(on_sigterm)
-    try:
-        yield
-    finally:
-        _sigterm_handlers.remove(on_sigterm)
-        signal.signal(signal.SIGTERM, previous)
-
-
-_sigterm_handlers: list[Any] = []
-
-
-def reassert_stop_signals() -> None:
-    """Put the run's SIGTERM handler back after a library replaced it.
-
-    ``ray.init`` installs Ray's own handler in the driver, which aborts the process (exit
-    -6) instead of stopping the run; the runner calls this right after it.
-    """
-    if _sigterm_handlers and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm_handlers[-1])
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ignore Ctrl-C and SIGTERM while a run closes (each step is bounded by its timeouts)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def signal_handlers_kept() -> Iterator[None]:
-    """Put the SIGINT and SIGTERM handlers back after code that replaces them.
-
-    ``ray.init`` and Tune's ``fit`` install their own and leave them in place (Tune restores
-    SIGINT only once it has caught one), so a Ctrl-C in a later stage would be swallowed.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in saved.items():
-            if handler is not None:
-                signal.signal(signum, handler)

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import shutil
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from searchsvc.deferred import DeferredWrites
 from searchsvc.errors import TrackingError
 from searchsvc.study.spec import StudySpec
 
@@ -43,30 +42,6 @@ _MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _STATE_TAG = {"FAIL": "FAILED"}
 
 
-_RETRY_EVERY_S = 2.0
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """True when MLflow could not be reached or answered with a server error (5xx): down,
-    restarting, or its own database away. A client error (4xx) is a bad request, not an outage.
-    """
-    import requests
-    from mlflow.exceptions import RestException
-
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return True
-    if isinstance(exc, RestException) and exc.get_http_status_code() >= 500:
-        return True
-    text = str(exc)
-    if re.search(r"failed with error code 5\d\d\b", text):
-        return True
-    return any(
-        marker in text
-        for marker in ("Connection refused", "Max retries exceeded", "failed with exception",
-                       "RemoteDisconnected", "Connection aborted")
-    )  # fmt: skip
-
-
 class StudyTracker:
     """Writes a study's runs to MLflow through an explicit client (no global active run).
 
@@ -82,12 +57,8 @@ class StudyTracker:
         self.experiment_id = ""
         self.parent_run_id = ""
         self._trial_runs: dict[int, str] = {}
-        self._pending: deque[tuple[Callable[[], None], str]] = deque()
         self._real_ids: dict[str, str] = {}  # placeholder run id -> MLflow run id
-        self._next_try = 0.0
-        self._spool: Path | None = None
-        self.deferred_total = 0
-        self.lost_writes = 0  # writes MLflow refused (not an outage): logged, never retried
+        self._deferred = DeferredWrites(tracking_uri)
 
     # ----------------------------------------------------------------- deferred writes
 
@@ -95,55 +66,10 @@ class StudyTracker:
         return self._real_ids.get(run_id, run_id)
 
     def _write(self, op: Callable[[], None], what: str) -> None:
-        """Do ``op`` now, or queue it behind earlier deferred writes if MLflow is unreachable."""
-        if self._pending:
-            self._pending.append((op, what))
-            self.deferred_total += 1
-            self._flush_once()
-            return
-        try:
-            op()
-        except Exception as exc:
-            if not _unreachable(exc):
-                # A write MLflow refuses must not end a study of many trials: say it and go on.
-                self.lost_writes += 1
-                logger.error("MLflow refused %s; it is not recorded: %s", what, exc)
-                return
-            self._pending.append((op, what))
-            self.deferred_total += 1
-            self._next_try = time.monotonic() + _RETRY_EVERY_S
-            logger.warning(
-                "MLflow at %s unreachable (%s); deferring %s and later writes until it answers",
-                self.tracking_uri, type(exc).__name__, what,
-            )  # fmt: skip
+        self._deferred.write(op, what)
 
-    def _flush_once(self) -> bool:
-        """Write queued updates in order; returns True when nothing is left."""
-        if not self._pending:
-            return True
-        if time.monotonic() < self._next_try:
-            return False
-        written = 0
-        while self._pending:
-            op, what = self._pending[0]
-            try:
-                op()
-            except Exception as exc:
-                if not _unreachable(exc):
-                    self.lost_writes += 1
-                    logger.error("deferred MLflow write failed for good (%s): %s", what, exc)
-                    self._pending.popleft()
-                    continue
-                self._next_try = time.monotonic() + _RETRY_EVERY_S
-                if written:
-                    logger.warning("MLflow: wrote %d deferred updates, %d still waiting",
-                                   written, len(self._pending))  # fmt: skip
-                return False
-            self._pending.popleft()
-            written += 1
-        logger.warning("MLflow at %s answers again: wrote %d deferred updates",
-                       self.tracking_uri, written)  # fmt: skip
-        return True
+    def _write_files(self, write: Callable[..., None], folder: Path, what: str) -> None:
+        self._deferred.write_files(write, folder, what)
 
     def flush(self, wait_s: float = 300.0) -> None:
         """Wait (bounded) until every deferred write is in MLflow.
@@ -151,34 +77,21 @@ class StudyTracker:
         Raises:
             TrackingError: the server stayed unreachable for ``wait_s`` seconds.
         """
-        deadline = time.monotonic() + wait_s
-        while not self._flush_once():
-            if time.monotonic() > deadline:
-                raise TrackingError(
-                    f"MLflow at {self.tracking_uri} stayed unreachable for {wait_s:.0f} s; "
-                    f"{len(self._pending)} updates were not written"
-                )
-            time.sleep(max(0.0, self._next_try - time.monotonic()))
-        if self._spool is not None:
-            shutil.rmtree(self._spool, ignore_errors=True)
-            self._spool = None
+        self._deferred.flush(wait_s)
 
     def flush_now(self) -> bool:
         """One attempt to write what is deferred, now; True when nothing is left."""
-        self._next_try = 0.0
-        return self._flush_once()
+        return self._deferred.flush_now()
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Writes still waiting for MLflow to answer."""
+        return self._deferred.pending
 
-    def _spooled(self, folder: Path) -> Path:
-        """A private copy of ``folder`` that outlives the caller's temporary files."""
-        if self._spool is None:
-            self._spool = Path(tempfile.mkdtemp(prefix="searchsvc-mlflow-spool-"))
-        target = Path(tempfile.mkdtemp(dir=self._spool))
-        shutil.copytree(folder, target, dirs_exist_ok=True)
-        return target
+    @property
+    def lost_writes(self) -> int:
+        """Writes MLflow refused (not an outage): logged, never retried."""
+        return self._deferred.lost_writes
 
     # ----------------------------------------------------------------- study
 
@@ -371,18 +284,6 @@ class StudyTracker:
 
             self._write_files(write, target, MODEL_DIR)
 
-    def _write_files(self, write: Callable[..., None], folder: Path, what: str) -> None:
-        if not self._pending:
-            try:
-                write()
-                return
-            except Exception as exc:
-                if not _unreachable(exc):
-                    raise
-        # The caller's folder may vanish (temporary dirs, Ray replacing checkpoints): copy it.
-        copy = self._spooled(folder)
-        self._write(lambda: write(copy), f"{what} files")
-
     def end_trial(self, run_id: str, state: str, reason: str, summary: Mapping[str, Any]) -> None:
         # The tag speaks MLflow's word for a failure (FAILED), Optuna's for the others.
         tags = [RunTag(TAG_STATE, _STATE_TAG.get(state, state)), RunTag(TAG_REASON, reason)]
@@ -432,6 +333,4 @@ def _note(spec: StudySpec) -> str:
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)

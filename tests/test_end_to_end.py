@@ -55,16 +55,23 @@ def finished(tmp_path_factory, data_dir):
     study_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     # Run from the study's folder, so anything written to the current folder shows there.
     before = os.getcwd()
+    environment = dict(os.environ)
     os.chdir(folder)
     try:
         result = run_study(load_study(study_file), console=Console(quiet=True))
     finally:
         os.chdir(before)
-    return study_file, result
+    return study_file, result, environment, dict(os.environ)
+
+
+def test_a_library_run_leaves_the_process_environment_as_it_was(finished):
+    _, _, before, after = finished
+    assert {k: v for k, v in after.items() if before.get(k) != v} == {}
+    assert sorted(set(before) - set(after)) == []
 
 
 def test_nothing_is_written_outside_the_study_folder(finished):
-    study_file, result = finished
+    study_file, result, _, _ = finished
     # MLflow's default store is ./mlflow.db: any client left on the default would create it.
     assert sorted(p.name for p in study_file.parent.iterdir()) == ["tiny.yaml", "work"]
 
@@ -80,7 +87,7 @@ def _children(result):
 
 
 def test_budget_is_spent_and_every_trial_is_accounted_for(finished):
-    _, result = finished
+    _, result, _, _ = finished
     assert result.finished == 5
     assert result.complete >= 1
     storage = optuna.load_study(study_name="tiny-mnist", storage=result.paths.storage_url)
@@ -95,7 +102,7 @@ def test_budget_is_spent_and_every_trial_is_accounted_for(finished):
 
 
 def test_mlflow_has_one_parent_and_one_child_per_trial(finished):
-    _, result = finished
+    _, result, _, _ = finished
     client, runs = _children(result)
     assert len(runs) == 5
     parent = client.get_run(result.parent_run_id)
@@ -120,7 +127,7 @@ def test_mlflow_has_one_parent_and_one_child_per_trial(finished):
 
 
 def test_ensemble_is_registered_and_reported_beside_the_best_single(finished):
-    _, result = finished
+    _, result, _, _ = finished
     summary = result.ensemble
     assert summary is not None and summary["members"]
     for key in ("best_single", "ensemble"):
@@ -134,7 +141,7 @@ def test_ensemble_is_registered_and_reported_beside_the_best_single(finished):
 
 
 def test_load_ensemble_predicts_mnist_from_the_study_file(finished, data_dir):
-    study_file, _ = finished
+    study_file, _, _, _ = finished
     ensemble = load_ensemble(study_file)
     data = load_dataset("mnist", data_dir=data_dir)
     labels = ensemble.predict(data.x_test[:2000])
@@ -146,7 +153,7 @@ def test_load_ensemble_predicts_mnist_from_the_study_file(finished, data_dir):
 
 
 def test_pyfunc_model_loads_in_a_fresh_process_by_registry_uri(finished, tmp_path):
-    _, result = finished
+    _, result, _, _ = finished
     code = (
         "import mlflow, numpy as np\n"
         "m = mlflow.pyfunc.load_model('models:/tiny-mnist@champion')\n"
@@ -163,7 +170,7 @@ def test_pyfunc_model_loads_in_a_fresh_process_by_registry_uri(finished, tmp_pat
 
 
 def test_running_again_continues_the_study_without_duplicates(finished):
-    study_file, first = finished
+    study_file, first, _, _ = finished
     result = run_study(load_study(study_file), n_trials=7, console=Console(quiet=True),
                        build_ensemble=False)  # fmt: skip
     assert result.finished == 7
@@ -185,7 +192,7 @@ def test_running_again_continues_the_study_without_duplicates(finished):
 
 
 def test_status_command_reads_the_counts(finished):
-    study_file, result = finished
+    study_file, result, _, _ = finished
     proc = subprocess.run(
         [sys.executable, "-m", "searchsvc", "status", str(study_file)],
         capture_output=True, text=True, timeout=120,
@@ -197,13 +204,13 @@ def test_status_command_reads_the_counts(finished):
 
 
 def test_unknown_model_uri_is_a_clear_error(finished):
-    _, result = finished
+    _, result, _, _ = finished
     with pytest.raises(EnsembleError, match=r"cannot load ensemble models:/no-such@champion .*"):
         load_ensemble("models:/no-such@champion", tracking_uri=result.paths.tracking_uri)
 
 
 def test_predict_command_writes_labels_and_refuses_a_bad_array(finished, data_dir, tmp_path):
-    study_file, _ = finished
+    study_file, _, _, _ = finished
     data = load_dataset("mnist", data_dir=data_dir)
     images = tmp_path / "images.npy"
     np.save(images, data.x_test[:20].reshape(20, 28, 28))

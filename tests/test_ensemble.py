@@ -24,20 +24,15 @@ from torch import nn
 
 from searchsvc.ensemble import build as study_ensemble
 from searchsvc.ensemble.build import best_single_index, build_study_ensemble
-from searchsvc.ensemble.metrics import accuracy, expected_calibration_error, log_loss
-from searchsvc.ensemble.predictor import (
-    Ensemble,
-    Member,
-    feature_range_of,
+from searchsvc.ensemble.members import (
     load_members_dir,
-    member_val_probs,
     read_manifest,
-    resolve_trainer_ref,
     save_members_dir,
-    select_greedy,
-    select_top_k,
     write_members_dir,
 )
+from searchsvc.ensemble.metrics import accuracy, expected_calibration_error, log_loss
+from searchsvc.ensemble.predictor import Ensemble, Member, feature_range_of, member_val_probs
+from searchsvc.ensemble.selection import select_greedy, select_top_k
 from searchsvc.errors import EnsembleError
 from searchsvc.search.storage import open_study
 from searchsvc.study.locations import StudyPaths
@@ -525,19 +520,45 @@ def test_malformed_feature_range_in_the_manifest_names_the_file(tmp_path: Path) 
         load_members_dir(out, resolver=lambda ref: TINY)
 
 
-def test_resolve_trainer_ref_imports_module_object(
+def _linear_members_dir(out: Path, trainer_ref: str) -> tuple[Ensemble, Path]:
+    """A one-member ensemble of ``nn.Linear`` (what LINEAR_TRAINER_SOURCE builds), saved."""
+    linear = Ensemble(
+        [Member(0, 1.0, {}, 0.5)], [nn.Linear(N_FEATURES, N_CLASSES)], N_FEATURES, N_CLASSES
+    )
+    return linear, save_members_dir(linear, out, trainer_ref=trainer_ref)
+
+
+def test_load_members_dir_default_resolver_imports_module_object(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = "searchsvc_test_ens_trainer"
     (tmp_path / f"{module}.py").write_text(LINEAR_TRAINER_SOURCE)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, module, raising=False)
-    trainer = resolve_trainer_ref(f"{module}:tiny")
-    assert isinstance(trainer.build_network({}, 4, 3), nn.Linear)
-    with pytest.raises(EnsembleError, match="no_such_module"):
-        resolve_trainer_ref("no_such_module:tiny")
-    with pytest.raises(EnsembleError):
-        resolve_trainer_ref(f"{module}:missing")
+    linear, out = _linear_members_dir(tmp_path / "tiny", f"{module}:tiny")
+    loaded = load_members_dir(out)
+    assert all(isinstance(net, nn.Linear) for net in loaded.networks)
+    np.testing.assert_allclose(loaded.predict_proba(x_data()), linear.predict_proba(x_data()))
+    _, out = _linear_members_dir(tmp_path / "no_module", "no_such_module:tiny")
+    with pytest.raises(EnsembleError, match="cannot rebuild ensemble members: .*no_such_module"):
+        load_members_dir(out)
+    _, out = _linear_members_dir(tmp_path / "missing", f"{module}:missing")
+    with pytest.raises(EnsembleError, match="cannot rebuild ensemble members: "):
+        load_members_dir(out)
+
+
+def test_load_members_dir_default_resolver_refuses_a_trainer_without_build_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import searchsvc.registry
+
+    class NoBuild:
+        build_network = None
+
+    monkeypatch.setattr(searchsvc.registry, "resolve_trainer", lambda ref: NoBuild())
+    _, out = _linear_members_dir(tmp_path / "m", "anything:here")
+    with pytest.raises(EnsembleError, match=r"which has no build_network\(\)"):
+        load_members_dir(out)
 
 
 # ---------------------------------------------------------------------------- study ensemble

@@ -13,10 +13,11 @@ from torch import nn
 
 from searchsvc.data.datasets import load_dataset
 from searchsvc.trainer import Dataset, EpochReport
+from trainers.mlp.epoch import batch_loss
 from trainers.mlp.layers import Maxout
 from trainers.mlp.optim import apply_max_norm, make_optimizer
 from trainers.mlp.params import ACTIVATIONS, OPTIMIZERS, parse_params
-from trainers.mlp.training import batch_loss, trainer
+from trainers.mlp.training import trainer
 
 FAN = 1000  # a 1000x1000 hidden layer: 10^6 draws pin the std down to ~0.1 %
 

@@ -17,13 +17,8 @@ import torch
 from searchsvc.data.datasets import load_dataset
 from searchsvc.trainer import Dataset, EpochReport, Trainer, TrialStopped
 from trainers.mlp.diagnostics import capture_activations, layer_stats
-from trainers.mlp.training import (
-    TRAIN_EVAL_SAMPLES,
-    MLPTrainer,
-    evaluate,
-    train_eval_indices,
-    trainer,
-)
+from trainers.mlp.epoch import TRAIN_EVAL_SAMPLES, evaluate, train_eval_indices
+from trainers.mlp.training import MLPTrainer, trainer
 
 TIME_KEYS = {"epoch_time_s", "train_time_s"}
 SMALL = {"n_layers": 2, "width": 32, "diagnostics": False}

@@ -28,7 +28,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 import searchsvc
-from searchsvc.ensemble.predictor import Ensemble, Member, write_members_dir
+from searchsvc.ensemble.members import write_members_dir
+from searchsvc.ensemble.predictor import Ensemble, Member
 from searchsvc.ensemble.pyfunc import (
     CHAMPION_ALIAS,
     VAL_NLL_TAG,

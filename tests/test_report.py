@@ -28,6 +28,7 @@ from PIL import Image
 
 from searchsvc.errors import StudyNotRunError
 from searchsvc.report import build as report
+from searchsvc.report import figures
 from searchsvc.search.space import to_distribution
 from searchsvc.search.storage import INTERRUPTED, open_study
 from searchsvc.study.locations import StudyPaths, resolve_paths
@@ -437,7 +438,7 @@ def test_rewrite_replaces_the_old_report_and_a_crash_keeps_it(
     def crash(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(report, "_fig_ensemble", crash)
+    monkeypatch.setattr(figures, "fig_ensemble", crash)
     with pytest.raises(RuntimeError, match="disk full"):
         report.write_report(_run(tpe_study.spec, paths), log_to_mlflow=False)
     assert index.read_text() == before
@@ -534,13 +535,13 @@ def _axes_problems(name: str, fig: Figure) -> list[str]:
 def _record_figures(monkeypatch: pytest.MonkeyPatch) -> dict[str, Figure]:
     """Makes the report hand every figure it saves to the returned dict, by file name."""
     drawn: dict[str, Figure] = {}
-    save = report._save
+    save = figures.save
 
     def record(fig: Figure, folder: Path, name: str) -> str:
-        drawn[name] = fig  # still inspectable after _save closes it
+        drawn[name] = fig  # still inspectable after save closes it
         return save(fig, folder, name)
 
-    monkeypatch.setattr(report, "_save", record)
+    monkeypatch.setattr(figures, "save", record)
     return drawn
 
 

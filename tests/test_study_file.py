@@ -284,3 +284,23 @@ def test_a_trainer_missing_part_of_the_protocol_is_refused_naming_what_it_lacks(
         "has_weights, check_params (subclass searchsvc.trainer.BaseTrainer for the defaults; "
         "see searchsvc.trainer)"
     ]
+
+
+def test_readme_table_of_environment_variables_is_the_settings_module():
+    from searchsvc.settings import VARIABLES
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{v.name}` | {v.default} | {v.meaning} |" for v in VARIABLES]
+
+
+def test_a_malformed_wait_setting_is_an_input_error_naming_the_variable():
+    from searchsvc.settings import Settings
+
+    with pytest.raises(StudySpecError) as info:
+        Settings.from_env({"SEARCHSVC_MLFLOW_WAIT_S": "soon"})
+    assert info.value.problems == [
+        "SEARCHSVC_MLFLOW_WAIT_S: expected a number of seconds >= 0, got 'soon'"
+    ]

@@ -10,7 +10,7 @@ import requests
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
-from searchsvc import tracking
+from searchsvc import deferred
 from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import TAG_STATE, StudyTracker
 from tests.conftest import base_study
@@ -27,7 +27,7 @@ from tests.conftest import base_study
     ids=["refused", "500-json", "503-json", "503-text"],
 )
 def test_an_outage_or_server_error_is_deferred(error):
-    assert tracking._unreachable(error)
+    assert deferred._unreachable(error)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_an_outage_or_server_error_is_deferred(error):
     ids=["400", "404", "other"],
 )
 def test_a_refused_request_is_not_mistaken_for_an_outage(error):
-    assert not tracking._unreachable(error)
+    assert not deferred._unreachable(error)
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def tracker(tmp_path) -> StudyTracker:
 
 
 def test_writes_during_a_server_error_are_kept_in_order_and_written_later(tracker, monkeypatch):
-    monkeypatch.setattr(tracking, "_RETRY_EVERY_S", 0.0)
+    monkeypatch.setattr(deferred, "_RETRY_EVERY_S", 0.0)
     written: list[int] = []
     down = {"on": True}
 

@@ -22,6 +22,7 @@ more and 20 % otherwise. ``train_subset`` then keeps N of the remaining training
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from searchsvc.data.idx_files import IDX_DATASETS, default_cache_dir, locate_files, read_idx
 from searchsvc.data.npz_files import read_npz
 from searchsvc.errors import DataError
+from searchsvc.settings import Settings
 from searchsvc.trainer import Dataset
 
 __all__ = ["DATASET_NAMES", "FASHION_MNIST_CLASSES", "default_cache_dir", "load_dataset"]
@@ -66,6 +68,7 @@ def load_dataset(
     train_subset: int | None = None,
     seed: int = 0,
     download: bool = True,
+    settings: Settings | None = None,
 ) -> Dataset:
     """Load data set ``name`` (one of :data:`DATASET_NAMES`), split into train/val/test.
 
@@ -80,6 +83,8 @@ def load_dataset(
         train_subset: keep only this many training samples (after carving validation).
         seed: seeds the validation carve and the subset (and the synthetic data).
         download: whether a missing MNIST/Fashion-MNIST file may be downloaded.
+        settings: the environment as the command read it (``SEARCHSVC_DATA_DIR``, the cache
+            folder); default: read now.
 
     Raises:
         DataError: unknown name, missing/corrupt files, malformed data, impossible sizes.
@@ -89,30 +94,10 @@ def load_dataset(
         raise DataError(f"unknown data set {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     if key != "npz" and path is not None:
         raise DataError(f"data set {key!r} takes no 'path' (only 'npz' reads a file)")
-    class_names: tuple[str, ...] | None = None
-    image_shape: tuple[int, ...] | None = None
-    x_val = y_val = None
-    if key in IDX_DATASETS:
-        x_train, y_train, x_test, y_test = _load_idx(key, data_dir, download)
-        n_classes, image_shape = 10, (28, 28)
-        if key == "fashion_mnist":
-            class_names = FASHION_MNIST_CLASSES
-    elif key == "digits":
-        x, y = _digits()
-        x_train, y_train, x_test, y_test = _carve(x, y, _TEST_FRACTION, _FIXED_TEST_SEED, "test")
-        n_classes, image_shape = 10, (8, 8)
-    elif key == "synthetic":
-        x, y = _synthetic(seed)
-        x_train, y_train, x_test, y_test = _carve(x, y, _TEST_FRACTION, seed, "test")
-        n_classes = 10
-    else:
-        if path is None:
-            raise DataError("data set 'npz' needs 'path': the .npz file to read")
-        npz = read_npz(path)
-        x_train, y_train, x_val, y_val = npz.x_train, npz.y_train, npz.x_val, npz.y_val
-        x_test, y_test = npz.x_test, npz.y_test
-        n_classes, class_names, image_shape = npz.n_classes, npz.class_names, npz.image_shape
-
+    raw = _read_raw(key, data_dir, path, seed, download, settings)
+    x_train, y_train, x_val, y_val = raw.x_train, raw.y_train, raw.x_val, raw.y_val
+    x_test, y_test = raw.x_test, raw.y_test
+    n_classes, class_names, image_shape = raw.n_classes, raw.class_names, raw.image_shape
     if x_val is None:
         if val_size is None:
             val_size = _LARGE_VAL if len(x_train) >= _LARGE_TRAIN else _SMALL_VAL_FRACTION
@@ -146,12 +131,57 @@ def load_dataset(
     return data
 
 
+@dataclass(frozen=True)
+class _Raw:
+    """A data set as read, before the validation carve, the subset and the dtype casts."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    n_classes: int
+    class_names: tuple[str, ...] | None = None
+    image_shape: tuple[int, ...] | None = None
+
+
+def _read_raw(
+    key: str,
+    data_dir: str | Path | None,
+    path: str | Path | None,
+    seed: int,
+    download: bool,
+    settings: Settings | None,
+) -> _Raw:
+    """Read data set ``key`` with its own test split (carved, for the sets without one)."""
+    if key in IDX_DATASETS:
+        x_train, y_train, x_test, y_test = _load_idx(key, data_dir, download, settings)
+        names = FASHION_MNIST_CLASSES if key == "fashion_mnist" else None
+        return _Raw(x_train, y_train, None, None, x_test, y_test, 10, names, (28, 28))
+    if key == "digits":
+        x, y = _digits()
+        x_train, y_train, x_test, y_test = _carve(x, y, _TEST_FRACTION, _FIXED_TEST_SEED, "test")
+        return _Raw(x_train, y_train, None, None, x_test, y_test, 10, None, (8, 8))
+    if key == "synthetic":
+        x, y = _synthetic(seed)
+        x_train, y_train, x_test, y_test = _carve(x, y, _TEST_FRACTION, seed, "test")
+        return _Raw(x_train, y_train, None, None, x_test, y_test, 10)
+    if path is None:
+        raise DataError("data set 'npz' needs 'path': the .npz file to read")
+    npz = read_npz(path)
+    return _Raw(
+        npz.x_train, npz.y_train, npz.x_val, npz.y_val, npz.x_test, npz.y_test,
+        npz.n_classes, npz.class_names, npz.image_shape,
+    )  # fmt: skip
+
+
 def _load_idx(
-    key: str, data_dir: str | Path | None, download: bool
+    key: str, data_dir: str | Path | None, download: bool, settings: Settings | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The raw uint8 images (n, 28, 28) and labels of an IDX set, checksums verified."""
     spec = IDX_DATASETS[key]
-    paths = locate_files(key, data_dir=data_dir, download=download)
+    paths = locate_files(key, data_dir=data_dir, download=download, settings=settings)
     arrays = [read_idx(paths[f.name], f.n_dims, f.n_items) for f in spec.files]
     x_train, y_train, x_test, y_test = arrays
     for labels, f in ((y_train, spec.train_labels), (y_test, spec.test_labels)):

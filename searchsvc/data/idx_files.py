@@ -25,6 +25,7 @@ from typing import BinaryIO
 import numpy as np
 
 from searchsvc.errors import DataError
+from searchsvc.settings import Settings
 
 __all__ = [
     "DATA_DIR_ENV",
@@ -111,24 +112,26 @@ IDX_DATASETS: dict[str, IdxDataset] = {
 }
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(settings: Settings | None = None) -> Path:
     """Where downloaded data sets are kept: ``$XDG_CACHE_HOME/searchsvc/data``.
 
     Falls back to ``~/.cache/searchsvc/data`` when ``XDG_CACHE_HOME`` is unset or empty.
     """
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "searchsvc" / "data"
+    return (settings if settings is not None else Settings.from_env()).cache_dir
 
 
-def candidate_dirs(data_dir: str | Path | None) -> list[Path]:
-    """The data folders searched, in order: ``data_dir``, ``$SEARCHSVC_DATA_DIR``, the cache."""
+def candidate_dirs(data_dir: str | Path | None, settings: Settings | None = None) -> list[Path]:
+    """The data folders searched, in order: ``data_dir``, ``$SEARCHSVC_DATA_DIR``, the cache.
+
+    ``settings``: the environment as the command read it (default: read now).
+    """
+    settings = settings if settings is not None else Settings.from_env()
     dirs: list[Path] = []
     if data_dir is not None:
         dirs.append(Path(data_dir).expanduser())
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        dirs.append(Path(env).expanduser())
-    dirs.append(default_cache_dir())
+    if settings.data_dir:
+        dirs.append(Path(settings.data_dir).expanduser())
+    dirs.append(settings.cache_dir)
     unique: list[Path] = []
     for d in dirs:
         if d not in unique:
@@ -163,6 +166,7 @@ def locate_files(
     data_dir: str | Path | None = None,
     download: bool = True,
     mirrors: Sequence[str] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Path]:
     """Find (or download) and verify every file of IDX data set ``name``.
 
@@ -170,7 +174,8 @@ def locate_files(
     (checksum), or absent everywhere and cannot be downloaded.
     """
     spec = IDX_DATASETS[name]
-    dirs = candidate_dirs(data_dir)
+    settings = settings if settings is not None else Settings.from_env()
+    dirs = candidate_dirs(data_dir, settings)
     found: dict[str, Path] = {}
     missing: list[IdxFile] = []
     for f in spec.files:
@@ -183,29 +188,29 @@ def locate_files(
             _verify(path, f.md5)
             found[f.name] = path
     if missing and not download:
-        raise DataError(_where_to_put(name, spec, missing, dirs))
+        raise DataError(_where_to_put(name, spec, missing, dirs, settings.cache_dir))
     if missing:
-        target = default_cache_dir() / spec.folder
+        target = settings.cache_dir / spec.folder
         for f in missing:
             try:
                 found[f.name] = _download(f, target, mirrors or spec.mirrors)
             except _DownloadFailed as exc:
                 raise DataError(
                     f"{name}: could not download {f.name} ({exc}). "
-                    + _where_to_put(name, spec, missing, dirs)
+                    + _where_to_put(name, spec, missing, dirs, settings.cache_dir)
                 ) from None
     return found
 
 
 def _where_to_put(
-    name: str, spec: IdxDataset, missing: Sequence[IdxFile], dirs: Sequence[Path]
+    name: str, spec: IdxDataset, missing: Sequence[IdxFile], dirs: Sequence[Path], cache: Path
 ) -> str:
     searched = ", ".join(str(d / spec.folder) for d in dirs)
     files = ", ".join(f.name for f in missing)
     return (
         f"{name}: missing {files} (searched {searched}); put the files in "
         f"<data dir>/{spec.folder}/ and pass that data dir or set {DATA_DIR_ENV}=<data dir>, "
-        f"or allow downloads into {default_cache_dir() / spec.folder}"
+        f"or allow downloads into {cache / spec.folder}"
     )
 
 

@@ -16,36 +16,35 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+from searchsvc.ensemble.members import load_members_dir, rebuild_network, write_members_dir
 from searchsvc.ensemble.metrics import accuracy, expected_calibration_error, log_loss
-from searchsvc.ensemble.predictor import (
-    Member,
-    feature_range_of,
-    load_members_dir,
-    member_val_probs,
-    rebuild_network,
-    select_greedy,
-    select_top_k,
-    write_members_dir,
-)
+from searchsvc.ensemble.predictor import Ensemble, Member, feature_range_of, member_val_probs
 from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
+from searchsvc.ensemble.selection import select_greedy, select_top_k
 from searchsvc.errors import EnsembleError
 from searchsvc.study.locations import StudyPaths
 from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.tracking import MODEL_DIR, StudyTracker
-from searchsvc.trainer import Dataset
+from searchsvc.trainer import Dataset, Trainer
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["build_study_ensemble", "best_single_index", "ENSEMBLE_MODEL_NAME"]
 
 logger = logging.getLogger(__name__)
 
 ENSEMBLE_MODEL_NAME = "ensemble"
+
+_Candidate = tuple[Member, Path, Any]
+"""A candidate member: its record, its stored state dict, its rebuilt network."""
 
 
 def build_study_ensemble(
@@ -78,29 +77,7 @@ def build_study_ensemble(
     runs = tracker.trial_runs()
     with tempfile.TemporaryDirectory(prefix="searchsvc-ens-") as tmp:
         folder = Path(tmp)
-        pool: list[tuple[Member, Path, Any]] = []
-        for trial in best:
-            run_id = runs.get(trial.number)
-            if run_id is None:
-                logger.warning("trial %d has no MLflow run; not a candidate", trial.number)
-                continue
-            try:
-                local = Path(tracker.client.download_artifacts(run_id, MODEL_DIR, str(folder)))
-            except Exception:  # a trial without stored weights cannot be a member
-                logger.warning("trial %d has no stored model; not a candidate", trial.number)
-                continue
-            target = folder / f"trial_{trial.number}"
-            local.rename(target)
-            info = json.loads((target / "params.json").read_text())
-            state = _load_state(target / "state_dict.pt")
-            network = rebuild_network(
-                trainer, info["params"], data.n_features, data.n_classes, state,
-                who=f"trial {trial.number}",
-            )  # fmt: skip
-            member = Member(
-                trial.number, 1.0, info["params"], float(trial.values[0]), seed=info.get("seed")
-            )
-            pool.append((member, target / "state_dict.pt", network))
+        pool = _candidate_pool(best, runs, tracker, trainer, data, folder)
         if not best:
             raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
         if not pool:
@@ -109,15 +86,7 @@ def build_study_ensemble(
                 "stored weights"
             )
         single = best_single_index([m for m, _, _ in pool], spec.primary.mode)
-        single_member = pool[single][0]
-        if single_member.trial_number != best[0].number:
-            # The label must not move silently: say which trial the scores belong to and why.
-            logger.warning(
-                "best trial %d (%s=%.6g) has no stored model; 'best single' is trial %d "
-                "(%s=%.6g), the best with one",
-                best[0].number, spec.primary.metric, best[0].values[0],
-                single_member.trial_number, spec.primary.metric, single_member.val_score,
-            )  # fmt: skip
+        _warn_if_best_is_not_single(spec, best[0], pool[single][0])
 
         # Validation predictions of every candidate, computed once.
         val_probs = member_val_probs([n for _, _, n in pool], data.x_val)
@@ -125,39 +94,110 @@ def build_study_ensemble(
             weights = select_greedy(val_probs, data.y_val, size, init_size=min(3, len(pool)))
         else:
             weights = select_top_k(val_probs, data.y_val, size)
-        entries = [
-            (dataclasses.replace(m, weight=float(w)), path)
-            for (m, path, _), w in zip(pool, weights, strict=True)
-            if w > 0
-        ]
-        members_dir = write_members_dir(
-            entries,
-            folder / "members",
-            trainer_ref=spec.trainer,
-            n_features=data.n_features,
-            n_classes=data.n_classes,
-            class_names=data.class_names,
-            # The range of what the networks saw (never the test split): prediction refuses
-            # input far outside it, such as raw 0-255 pixels.
-            feature_range=feature_range_of(data.x_train, data.x_val),
-        )
+        members_dir = _write_members(pool, weights, folder / "members", spec, data)
         ensemble = load_members_dir(members_dir)
-        val_ensemble = np.tensordot(weights / weights.sum(), val_probs, axes=1)
-        summary: dict[str, Any] = {
-            "method": method,
-            "members": [{"trial": m.trial_number, "weight": m.weight} for m in ensemble.members],
-            "val_nll": log_loss(val_ensemble, data.y_val),
-            "val_accuracy": accuracy(val_ensemble, data.y_val),
-            "best_single_trial": single_member.trial_number,
-            "best_single_val_nll": log_loss(val_probs[single], data.y_val),
-        }
-        if data.x_test is not None and data.y_test is not None:
-            summary["best_single"] = _scores(
-                member_val_probs([pool[single][2]], data.x_test)[0], data.y_test
-            )
-            summary["best_single"]["trial"] = single_member.trial_number
-            summary["ensemble"] = ensemble.evaluate(data.x_test, data.y_test)
+        summary = _summary(method, ensemble, weights, val_probs, pool, single, data)
         _log_to_parent(tracker, paths, spec, members_dir, data, summary)
+    return summary
+
+
+def _candidate_pool(
+    best: list[optuna.trial.FrozenTrial],
+    runs: dict[int, str],
+    tracker: StudyTracker,
+    trainer: Trainer,
+    data: Dataset,
+    folder: Path,
+) -> list[_Candidate]:
+    """The best trials with stored weights, downloaded into ``folder``, networks rebuilt."""
+    pool: list[_Candidate] = []
+    for trial in best:
+        run_id = runs.get(trial.number)
+        if run_id is None:
+            logger.warning("trial %d has no MLflow run; not a candidate", trial.number)
+            continue
+        try:
+            local = Path(tracker.client.download_artifacts(run_id, MODEL_DIR, str(folder)))
+        except Exception:  # a trial without stored weights cannot be a member
+            logger.warning("trial %d has no stored model; not a candidate", trial.number)
+            continue
+        target = folder / f"trial_{trial.number}"
+        local.rename(target)
+        info = json.loads((target / "params.json").read_text())
+        state = _load_state(target / "state_dict.pt")
+        network = rebuild_network(
+            trainer, info["params"], data.n_features, data.n_classes, state,
+            who=f"trial {trial.number}",
+        )  # fmt: skip
+        member = Member(
+            trial.number, 1.0, info["params"], float(trial.values[0]), seed=info.get("seed")
+        )
+        pool.append((member, target / "state_dict.pt", network))
+    return pool
+
+
+def _warn_if_best_is_not_single(
+    spec: StudySpec, best: optuna.trial.FrozenTrial, single_member: Member
+) -> None:
+    """Warns when the best trial had no stored model, so 'best single' is another trial."""
+    if single_member.trial_number != best.number:
+        # The label must not move silently: say which trial the scores belong to and why.
+        logger.warning(
+            "best trial %d (%s=%.6g) has no stored model; 'best single' is trial %d "
+            "(%s=%.6g), the best with one",
+            best.number, spec.primary.metric, best.values[0],
+            single_member.trial_number, spec.primary.metric, single_member.val_score,
+        )  # fmt: skip
+
+
+def _write_members(
+    pool: list[_Candidate], weights: np.ndarray, out: Path, spec: StudySpec, data: Dataset
+) -> Path:
+    """Writes the candidates with a positive weight as the members directory ``out``."""
+    entries = [
+        (dataclasses.replace(m, weight=float(w)), path)
+        for (m, path, _), w in zip(pool, weights, strict=True)
+        if w > 0
+    ]
+    return write_members_dir(
+        entries,
+        out,
+        trainer_ref=spec.trainer,
+        n_features=data.n_features,
+        n_classes=data.n_classes,
+        class_names=data.class_names,
+        # The range of what the networks saw (never the test split): prediction refuses
+        # input far outside it, such as raw 0-255 pixels.
+        feature_range=feature_range_of(data.x_train, data.x_val),
+    )
+
+
+def _summary(
+    method: str,
+    ensemble: Ensemble,
+    weights: np.ndarray,
+    val_probs: np.ndarray,
+    pool: list[_Candidate],
+    single: int,
+    data: Dataset,
+) -> dict[str, Any]:
+    """Validation scores of the ensemble and the best single trial; test scores if any."""
+    single_member = pool[single][0]
+    val_ensemble = np.tensordot(weights / weights.sum(), val_probs, axes=1)
+    summary: dict[str, Any] = {
+        "method": method,
+        "members": [{"trial": m.trial_number, "weight": m.weight} for m in ensemble.members],
+        "val_nll": log_loss(val_ensemble, data.y_val),
+        "val_accuracy": accuracy(val_ensemble, data.y_val),
+        "best_single_trial": single_member.trial_number,
+        "best_single_val_nll": log_loss(val_probs[single], data.y_val),
+    }
+    if data.x_test is not None and data.y_test is not None:
+        summary["best_single"] = _scores(
+            member_val_probs([pool[single][2]], data.x_test)[0], data.y_test
+        )
+        summary["best_single"]["trial"] = single_member.trial_number
+        summary["ensemble"] = ensemble.evaluate(data.x_test, data.y_test)
     return summary
 
 

@@ -1,7 +1,7 @@
 """The ensemble as an MLflow pyfunc model: logging, registering, the ``champion`` alias.
 
 The logged model is self-contained: its ``members`` artifact is a members directory (see
-``searchsvc.ensemble.predictor``) holding every member's params and state dict, so loading it needs
+``searchsvc.ensemble.members``) holding every member's params and state dict, so loading it needs
 neither the study's working folder nor the tracking run's files, only the ``searchsvc``
 package and whatever package provides the trainer (``trainers`` for the built-ins)::
 
@@ -42,13 +42,13 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from searchsvc.ensemble.predictor import (
+from searchsvc.ensemble.members import (
     MANIFEST_NAME,
-    Ensemble,
     load_members_dir,
     read_manifest,
     save_members_dir,
 )
+from searchsvc.ensemble.predictor import Ensemble
 from searchsvc.errors import EnsembleError
 
 __all__ = [
@@ -182,18 +182,7 @@ def log_ensemble(
             "log_ensemble needs an active MLflow run; call it inside mlflow.start_run()"
         )
     with tempfile.TemporaryDirectory(prefix="searchsvc-ensemble-") as tmp:
-        if isinstance(source, Ensemble):
-            if not trainer_ref:
-                raise EnsembleError("log_ensemble(Ensemble) needs trainer_ref= (e.g. 'mlp')")
-            members_dir = save_members_dir(
-                source, Path(tmp) / MEMBERS_ARTIFACT, trainer_ref=trainer_ref
-            )
-        else:
-            members_dir = Path(source)
-            if not (members_dir / MANIFEST_NAME).is_file():
-                raise EnsembleError(
-                    f"{members_dir} is not a members directory (no {MANIFEST_NAME})"
-                )
+        members_dir = _members_dir_of(source, Path(tmp), trainer_ref)
         manifest = read_manifest(members_dir)
         # Load once here so a broken member fails now, not in the server that loads it later.
         ensemble = load_members_dir(members_dir)
@@ -202,18 +191,7 @@ def log_ensemble(
             example = np.ascontiguousarray(
                 np.asarray(input_example, dtype=np.float32).reshape(-1, ensemble.n_features)[:5]
             )
-        model_metadata = {
-            "searchsvc_ensemble": True,
-            "n_features": ensemble.n_features,
-            "n_classes": ensemble.n_classes,
-            "class_names": list(ensemble.class_names) if ensemble.class_names else None,
-            # For people reading the MLmodel file; prediction reads it from the manifest.
-            "feature_range": list(ensemble.feature_range) if ensemble.feature_range else None,
-            "trainer": manifest.get("trainer"),
-            "members": [
-                {"trial_number": m.trial_number, "weight": m.weight} for m in ensemble.members
-            ],
-        }
+        model_metadata = _model_metadata(ensemble, manifest)
         model_metadata.update(metadata or {})
         info = mlflow.pyfunc.log_model(
             name=name,
@@ -241,6 +219,36 @@ def log_ensemble(
         version,
     )
     return info
+
+
+def _members_dir_of(
+    source: Ensemble | str | os.PathLike[str], tmp: Path, trainer_ref: str | None
+) -> Path:
+    """The members directory to log: ``source`` itself, or ``source`` saved under ``tmp``."""
+    if isinstance(source, Ensemble):
+        if not trainer_ref:
+            raise EnsembleError("log_ensemble(Ensemble) needs trainer_ref= (e.g. 'mlp')")
+        return save_members_dir(source, tmp / MEMBERS_ARTIFACT, trainer_ref=trainer_ref)
+    members_dir = Path(source)
+    if not (members_dir / MANIFEST_NAME).is_file():
+        raise EnsembleError(f"{members_dir} is not a members directory (no {MANIFEST_NAME})")
+    return members_dir
+
+
+def _model_metadata(ensemble: Ensemble, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The MLmodel ``metadata`` describing ``ensemble`` (before the caller's extra entries)."""
+    return {
+        "searchsvc_ensemble": True,
+        "n_features": ensemble.n_features,
+        "n_classes": ensemble.n_classes,
+        "class_names": list(ensemble.class_names) if ensemble.class_names else None,
+        # For people reading the MLmodel file; prediction reads it from the manifest.
+        "feature_range": list(ensemble.feature_range) if ensemble.feature_range else None,
+        "trainer": manifest.get("trainer"),
+        "members": [
+            {"trial_number": m.trial_number, "weight": m.weight} for m in ensemble.members
+        ],
+    }
 
 
 def _version_val_nll(mv: ModelVersion) -> float | None:

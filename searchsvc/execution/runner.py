@@ -6,9 +6,11 @@ study spec -> sampler + scheduler -> trials (trainable -> trainer) -> metrics ->
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +18,10 @@ from typing import Any
 from rich.console import Console
 
 from searchsvc.errors import EnsembleError
+from searchsvc.signals import reassert_stop_signals, signal_handlers_kept
 from searchsvc.study.loader import Study
 from searchsvc.study.locations import StudyPaths
-from searchsvc.study_run import (
-    RunOutcome,
-    StudyRun,
-    reassert_stop_signals,
-    signal_handlers_kept,
-)
+from searchsvc.study_run import RunOutcome, StudyRun
 
 __all__ = ["StudyResult", "run_study"]
 
@@ -105,11 +103,10 @@ def run_study(
     )  # fmt: skip
     console = console or Console(stderr=True)
     started = time.monotonic()
-    _quiet_libraries()
     ensemble: dict[str, Any] | None = None
     report: Path | None = None
     top: list[dict[str, Any]] = []
-    with run.lifecycle() as outcome:
+    with _quiet_libraries(), run.lifecycle() as outcome:
         run.enter("loading the data")
         run.load_data()
         run.enter("opening the study")
@@ -156,7 +153,7 @@ def _search(run: StudyRun, address: str | None, console: Console) -> None:
         return
     tuner = _tuner(run, to_run, finished, console)
     with signal_handlers_kept():
-        _init_ray(address, run.search_path)
+        _init_ray(address or run.settings.ray_address, run.search_path)
         reassert_stop_signals()  # ray.init replaced the SIGTERM handler with one that aborts
         fit_started = time.monotonic()
         stopped = False
@@ -179,7 +176,7 @@ def _search(run: StudyRun, address: str | None, console: Console) -> None:
     tracker = run.tracker
     if tracker.pending:
         console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
-    tracker.flush(wait_s=float(os.environ.get("SEARCHSVC_MLFLOW_WAIT_S", "300")))
+    tracker.flush(wait_s=run.settings.mlflow_wait_s)
     tracker.close_stale_trial_runs()
     if tracker.lost_writes:
         console.print(
@@ -301,25 +298,43 @@ def _result(run: StudyRun, outcome: RunOutcome, top: list[dict[str, Any]]) -> St
     )
 
 
-def _quiet_libraries() -> None:
-    """Keep the libraries' chatter off the user's terminal; our own progress line says it."""
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Keep the libraries' chatter off the user's terminal (our own progress line says it) and
+    the per-trial overhead low, for the duration of one run only: the environment variables
+    and logger levels set here are put back afterwards, so a Python caller's process is left
+    as it was."""
     import warnings
 
-    for key, value in _RAY_ENV.items():
-        os.environ.setdefault(key, value)
     import optuna
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    for name, level in (
-        ("mlflow", logging.WARNING),
-        ("alembic", logging.WARNING),
-        ("ray", logging.ERROR),
-        ("ray.tune", logging.ERROR),
+    settings = {**_RAY_ENV, "MLFLOW_LOGGING_LEVEL": "WARNING"}
+    saved_env = {key: os.environ.get(key) for key in settings}
+    for key, value in settings.items():
+        os.environ.setdefault(key, value)
+    levels = {
+        "mlflow": logging.WARNING,
+        "alembic": logging.WARNING,
+        "ray": logging.ERROR,
+        "ray.tune": logging.ERROR,
         # MLflow warns that a Python-object pyfunc model is pickled: known and documented.
-        ("mlflow.pyfunc", logging.ERROR),
-    ):
+        "mlflow.pyfunc": logging.ERROR,
+    }
+    saved_levels = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            yield
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for name, level in saved_levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _init_ray(address: str | None, search_path: tuple[str, ...]) -> None:
@@ -334,7 +349,6 @@ def _init_ray(address: str | None, search_path: tuple[str, ...]) -> None:
         # Trainers named 'module:object' from the user's folder must import in the workers too.
         "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath(search_path)}},
     }
-    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **kwargs)
     else:

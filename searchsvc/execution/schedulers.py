@@ -16,13 +16,13 @@ from ray.tune.schedulers import (
     TrialScheduler,
 )
 
-from searchsvc.study.spec import (
+from searchsvc.study.options import (
     AshaSchedulerSpec,
     HyperbandSchedulerSpec,
     MedianSchedulerSpec,
     NoSchedulerSpec,
-    StudySpec,
 )
+from searchsvc.study.spec import StudySpec
 
 __all__ = ["build_scheduler", "stopped_trial_ids"]
 

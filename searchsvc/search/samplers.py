@@ -5,16 +5,16 @@ from __future__ import annotations
 import optuna
 
 from searchsvc.search.space import grid_search_space
-from searchsvc.study.spec import (
+from searchsvc.study.options import (
     CmaEsSamplerSpec,
     GPSamplerSpec,
     GridSamplerSpec,
     NSGA2SamplerSpec,
     QMCSamplerSpec,
     RandomSamplerSpec,
-    StudySpec,
     TPESamplerSpec,
 )
+from searchsvc.study.spec import StudySpec
 
 __all__ = ["build_sampler"]
 

@@ -8,13 +8,14 @@ environment (``MLFLOW_TRACKING_URI``, ``SEARCHSVC_STORAGE``, ``SEARCHSVC_WORKDIR
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from searchsvc.errors import StudySpecError
-from searchsvc.study.spec import StudySpec, check_storage_url, check_tracking_uri
+from searchsvc.settings import Settings
+from searchsvc.study.spec import StudySpec
+from searchsvc.study.urls import check_storage_url, check_tracking_uri
 
 __all__ = ["StudyPaths", "resolve_paths"]
 
@@ -41,9 +42,14 @@ def resolve_paths(
     tracking_uri: str | None = None,
     storage: str | None = None,
     workdir: str | Path | None = None,
+    settings: Settings | None = None,
 ) -> StudyPaths:
-    """The study's locations, all absolute (Ray trials run in their own working folders)."""
-    base = workdir or spec.workdir or os.environ.get("SEARCHSVC_WORKDIR")
+    """The study's locations, all absolute (Ray trials run in their own working folders).
+
+    ``settings``: the environment as the command read it (default: read now).
+    """
+    settings = settings if settings is not None else Settings.from_env()
+    base = workdir or spec.workdir or settings.workdir
     folder = Path(base) if base else Path("runs") / spec.name
     folder = folder.expanduser().resolve()
     tracking = (
@@ -51,7 +57,7 @@ def resolve_paths(
             check_tracking_uri,
             ("--tracking-uri", tracking_uri),
             ("tracking_uri", spec.tracking_uri),
-            ("MLFLOW_TRACKING_URI", os.environ.get("MLFLOW_TRACKING_URI")),
+            ("MLFLOW_TRACKING_URI", settings.tracking_uri),
         )
         or f"sqlite:///{folder / 'mlflow.db'}"
     )
@@ -60,7 +66,7 @@ def resolve_paths(
             check_storage_url,
             ("--storage", storage),
             ("storage", spec.storage),
-            ("SEARCHSVC_STORAGE", os.environ.get("SEARCHSVC_STORAGE")),
+            ("SEARCHSVC_STORAGE", settings.storage),
         )
         or f"sqlite:///{folder / 'optuna.db'}"
     )

@@ -11,9 +11,17 @@ import re
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from searchsvc.study import diagnosis as diag
+from searchsvc.study.base import Strict as _Strict
+from searchsvc.study.options import (
+    AshaSchedulerSpec,
+    SamplerSpec,
+    SchedulerSpec,
+    TPESamplerSpec,
+)
+from searchsvc.study.urls import check_storage_url, check_tracking_uri
 
 __all__ = [
     "BudgetSpec",
@@ -31,13 +39,7 @@ __all__ = [
     "SamplerSpec",
     "SchedulerSpec",
     "StudySpec",
-    "check_storage_url",
-    "check_tracking_uri",
 ]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- conditions
@@ -181,104 +183,6 @@ ParamSpec = Annotated[
 ]
 
 
-# --------------------------------------------------------------------------- samplers
-
-
-class TPESamplerSpec(_Strict):
-    """Tree-structured Parzen estimator (multivariate, grouped for conditional spaces)."""
-
-    name: Literal["tpe"]
-    n_startup_trials: int = Field(10, ge=0)
-    multivariate: bool = True
-    group: bool = True
-    constant_liar: bool = True
-
-
-class RandomSamplerSpec(_Strict):
-    name: Literal["random"]
-
-
-class GPSamplerSpec(_Strict):
-    name: Literal["gp"]
-    n_startup_trials: int = Field(10, ge=0)
-
-
-class QMCSamplerSpec(_Strict):
-    name: Literal["qmc"]
-    qmc_type: Literal["sobol", "halton"] = "sobol"
-    scramble: bool = True
-
-
-class CmaEsSamplerSpec(_Strict):
-    name: Literal["cmaes"]
-    n_startup_trials: int = Field(1, ge=0)
-    restart_strategy: Literal["ipop", "bipop"] | None = None
-
-
-class GridSamplerSpec(_Strict):
-    """Every combination of the (categorical or fixed) params, once each."""
-
-    name: Literal["grid"]
-
-
-class NSGA2SamplerSpec(_Strict):
-    """NSGA-II for multi-objective studies."""
-
-    name: Literal["nsga2"]
-    population_size: int = Field(20, ge=2)
-
-
-SamplerSpec = Annotated[
-    TPESamplerSpec
-    | RandomSamplerSpec
-    | GPSamplerSpec
-    | QMCSamplerSpec
-    | CmaEsSamplerSpec
-    | GridSamplerSpec
-    | NSGA2SamplerSpec,
-    Field(discriminator="name"),
-]
-
-
-# --------------------------------------------------------------------------- schedulers
-
-
-class AshaSchedulerSpec(_Strict):
-    """Asynchronous successive halving on the validation metric, one rung per epochs."""
-
-    name: Literal["asha"]
-    grace_period: int = Field(1, ge=1, description="epochs every trial gets before it can stop")
-    reduction_factor: float = Field(3, gt=1)
-    brackets: int = Field(1, ge=1)
-
-
-class MedianSchedulerSpec(_Strict):
-    """Stop a trial whose best value is worse than the median of the others' running means."""
-
-    name: Literal["median"]
-    grace_period: int = Field(1, ge=1, description="epochs before a trial can stop")
-    min_samples_required: int = Field(3, ge=1)
-
-
-class HyperbandSchedulerSpec(_Strict):
-    """Synchronous HyperBand: pauses trials at rung boundaries and resumes the best."""
-
-    name: Literal["hyperband"]
-    reduction_factor: float = Field(3, gt=1)
-
-
-class NoSchedulerSpec(_Strict):
-    """No early stopping across trials: every trial runs to max_epochs (or its own patience)."""
-
-    name: Literal["none"]
-
-
-SchedulerSpec = Annotated[
-    AshaSchedulerSpec | MedianSchedulerSpec | HyperbandSchedulerSpec | NoSchedulerSpec,
-    Field(discriminator="name"),
-]
-
-
 # --------------------------------------------------------------------------- other sections
 
 
@@ -329,35 +233,6 @@ class EnsembleSpec(_Strict):
     method: Literal["greedy", "top_k"] = "greedy"
     size: int = Field(10, ge=1, description="greedy: picks with replacement; top_k: k")
     candidates: int = Field(10, ge=1, description="how many of the best trials are candidates")
-
-
-_TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file")
-_STORAGE_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
-
-
-def _scheme(url: str) -> str | None:
-    match = re.match(r"^([A-Za-z][A-Za-z0-9]*)(\+[A-Za-z0-9_]+)?://", url)
-    return match.group(1).lower() if match else None
-
-
-def check_tracking_uri(url: str) -> str:
-    """``url`` if MLflow can track to it (a server or a database), else a ValueError."""
-    if url != "databricks" and _scheme(url) not in (*_TRACKING_SCHEMES, "databricks"):
-        raise ValueError(
-            f"not an MLflow tracking URI: {url!r}; expected one of "
-            + ", ".join(f"{s}://..." for s in _TRACKING_SCHEMES)
-        )
-    return url
-
-
-def check_storage_url(url: str) -> str:
-    """``url`` if it is a SQLAlchemy URL of a database Optuna supports, else a ValueError."""
-    if _scheme(url) not in _STORAGE_DIALECTS:
-        raise ValueError(
-            f"not a database URL for Optuna: {url!r}; expected e.g. sqlite:///optuna.db or "
-            "postgresql+psycopg2://user:password@host/db"
-        )
-    return url
 
 
 class DiagnosisSpec(_Strict):
