@@ -41,7 +41,7 @@ lint: install
 	$(BIN)/ruff format --check searchsvc trainers tests bench
 
 test: install system-deps lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 bench: install
 	$(BIN)/python bench/overhead.py

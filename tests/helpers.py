@@ -2,11 +2,60 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 import types
+from pathlib import Path
 from typing import Any
 
 import searchsvc.trainer as trainer_module
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SEARCHSVC_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+
+def base_study(**overrides: Any) -> dict[str, Any]:
+    """A small valid study (noop trainer, synthetic data) with top-level keys replaced."""
+    study: dict[str, Any] = {
+        "name": "unit-study",
+        "trainer": "noop",
+        "dataset": "synthetic",
+        "objective": {"metric": "val_loss", "mode": "min"},
+        "search_space": {
+            "lr": {"type": "float", "low": 1e-5, "high": 1.0, "log": True},
+            "n_layers": {"type": "int", "low": 1, "high": 3},
+            "width_2": {"type": "int", "low": 8, "high": 64, "when": "n_layers >= 2"},
+            "optimizer": {"type": "categorical", "choices": ["sgd", "adam"]},
+            "batch_size": 128,
+        },
+        "sampler": {"name": "tpe"},
+        "scheduler": {"name": "asha"},
+        "budget": {"n_trials": 4, "max_epochs": 2},
+    }
+    study.update(overrides)
+    return study
+
+
+# A trainer module a test writes to disk: it only builds a linear network (for ensembles).
+LINEAR_TRAINER_SOURCE = """
+from torch import nn
+
+from searchsvc.trainer import BaseTrainer
+
+
+class Tiny(BaseTrainer):
+    name = "tiny"
+    objective_metrics = frozenset({"val_loss"})
+
+    def fit(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def build_network(self, params, n_features, n_classes):
+        return nn.Linear(n_features, n_classes)
+
+
+tiny = Tiny()
+"""
 
 _EXAMPLE_HEADER = "Writing your own trainer"
 

@@ -14,7 +14,7 @@ import pytest
 
 from searchsvc.api import load_ensemble
 from searchsvc.errors import EnsembleError, StudyNotRunError
-from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
+from tests.helpers import LINEAR_TRAINER_SOURCE, base_study
 
 
 @pytest.fixture(autouse=True)

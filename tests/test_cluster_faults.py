@@ -25,7 +25,7 @@ from rich.console import Console
 
 from searchsvc.execution.runner import run_study
 from searchsvc.study.loader import load_study
-from tests.conftest import base_study
+from tests.helpers import base_study
 from tests.servers import MlflowServer, drop_connections, free_port, postgres_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -39,7 +39,7 @@ from searchsvc.study.locations import StudyPaths
 from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.trainer import BaseTrainer, Dataset
-from tests.conftest import LINEAR_TRAINER_SOURCE, base_study
+from tests.helpers import LINEAR_TRAINER_SOURCE, base_study
 
 N_FEATURES, N_CLASSES = 4, 3
 

@@ -11,7 +11,7 @@ import time
 import optuna
 import pytest
 
-from tests.conftest import base_study
+from tests.helpers import base_study
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

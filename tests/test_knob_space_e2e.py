@@ -11,7 +11,7 @@ from rich.console import Console
 
 from searchsvc.execution.runner import run_study
 from searchsvc.study.loader import load_study
-from tests.conftest import base_study
+from tests.helpers import base_study
 from trainers.mlp.params import ACTIVATIONS, INITS, LR_SCHEDULES, NORMS, OPTIMIZERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import base_study
+from tests.helpers import base_study
 
 pytestmark = [pytest.mark.slow]
 

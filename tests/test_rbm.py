@@ -16,7 +16,7 @@ import torch
 from searchsvc.data.datasets import load_dataset
 from searchsvc.study.loader import load_study
 from searchsvc.trainer import Dataset, EpochReport
-from tests.conftest import REPO, base_study
+from tests.helpers import REPO, base_study
 from trainers.mlp import training as mlp_module
 from trainers.mlp.params import INITS, parse_params
 from trainers.mlp.rbm import BernoulliRBM, pretrain_stack, rbm_generator, rbm_initialise

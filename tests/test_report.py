@@ -35,7 +35,7 @@ from searchsvc.study.locations import StudyPaths, resolve_paths
 from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.tracking import StudyTracker
-from tests.conftest import base_study
+from tests.helpers import base_study
 from trainers.mlp.diagnostics import activation_histogram_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ from searchsvc.execution.schedulers import build_scheduler, stopped_trial_ids
 from searchsvc.search.samplers import build_sampler
 from searchsvc.search.space import suggest_params, to_distribution
 from searchsvc.study.spec import StudySpec
-from tests.conftest import base_study
+from tests.helpers import base_study
 
 
 def _spec(**overrides) -> StudySpec:

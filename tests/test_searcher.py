@@ -8,7 +8,7 @@ import pytest
 from searchsvc.search.searcher import OptunaSearcher
 from searchsvc.search.trial_config import TrialTicket, params_of, ticket_of
 from searchsvc.study.spec import StudySpec
-from tests.conftest import base_study
+from tests.helpers import base_study
 
 State = optuna.trial.TrialState
 

@@ -25,7 +25,7 @@ from searchsvc.search.storage import (
     retrying,
 )
 from searchsvc.study.spec import StudySpec
-from tests.conftest import base_study
+from tests.helpers import base_study
 
 
 def test_dropped_connection_is_retried_until_the_call_succeeds(monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 from searchsvc.errors import StudySpecError
 from searchsvc.study.loader import load_study
 from searchsvc.study.spec import Condition
-from tests.conftest import base_study
+from tests.helpers import base_study
 
 
 def _errors(path: Path) -> list[str]:
@@ -288,7 +288,7 @@ def test_a_trainer_missing_part_of_the_protocol_is_refused_naming_what_it_lacks(
 
 def test_readme_table_of_environment_variables_is_the_settings_module():
     from searchsvc.settings import VARIABLES
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Environment variables", 1)[1].split("\n## ", 1)[0]

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from searchsvc import deferred
 from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import TAG_STATE, StudyTracker
-from tests.conftest import base_study
+from tests.helpers import base_study
 
 
 @pytest.mark.parametrize(

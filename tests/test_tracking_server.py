@@ -13,7 +13,7 @@ from rich.console import Console
 
 from searchsvc.execution.runner import run_study
 from searchsvc.study.loader import load_study
-from tests.conftest import base_study
+from tests.helpers import base_study
 from tests.servers import MlflowServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
