@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from searchsvc import keys
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.study.loader import Study, load_study
 
@@ -226,12 +227,12 @@ def status(
 ) -> None:
     """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
     run_ = _prepare(study, storage=storage, workdir=workdir)
-    from searchsvc.search.storage import BUDGET_ATTR, count_trials, top_trials
+    from searchsvc.search.storage import count_trials, top_trials
 
     _open_existing(run_)
     spec, optuna_study, paths = run_.spec, run_.study, run_.paths
     counts = count_trials(optuna_study)
-    budget = optuna_study.user_attrs.get(BUDGET_ATTR, spec.budget.n_trials)
+    budget = optuna_study.user_attrs.get(keys.BUDGET, spec.budget.n_trials)
     out.print(
         f"study {spec.name}: {counts.finished}/{budget} finished  "
         f"complete {counts.complete}  pruned {counts.pruned} (diverged {counts.diverged})  "
@@ -247,7 +248,7 @@ def status(
         label = "best" if rank == 0 else f"#{rank + 1}"
         out.print(
             f"{label}: trial {trial.number} {spec.primary.metric}={trial.values[0]:.4f} "
-            f"[{trial.user_attrs.get('diagnosis', '?')}]  {params}",
+            f"[{trial.user_attrs.get(keys.DIAGNOSIS, '?')}]  {params}",
             highlight=False,
             markup=False,
         )

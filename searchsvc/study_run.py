@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from searchsvc import keys
 from searchsvc.errors import SearchsvcError, StudyFailed, StudyNotRunError, StudySpecError
 from searchsvc.settings import Settings
 from searchsvc.signals import signals_held, stop_signals
@@ -183,12 +184,7 @@ class StudyRun:
             The numbers of the trials a dead driver left running (now asked for again).
         """
         from searchsvc.search.samplers import build_sampler
-        from searchsvc.search.storage import (
-            BUDGET_ATTR,
-            claim_study,
-            open_study,
-            recover_interrupted,
-        )
+        from searchsvc.search.storage import claim_study, open_study, recover_interrupted
 
         self.paths.workdir.mkdir(parents=True, exist_ok=True)
         self.study = open_study(self.spec, self.paths.storage_url)
@@ -200,7 +196,7 @@ class StudyRun:
         seed = self.spec.seed + len(self.study.get_trials(deepcopy=False))
         self.study.sampler = build_sampler(self.spec, seed=seed)
         # `searchsvc status` shows progress toward the budget of the last run (--n-trials too).
-        self.study.set_user_attr(BUDGET_ATTR, self.budget)
+        self.study.set_user_attr(keys.BUDGET, self.budget)
         return recovered
 
     def open_tracking(self, *, tidy: bool = True) -> int:
@@ -226,7 +222,7 @@ class StudyRun:
         stale = self.tracker.close_stale_trial_runs()
         if self.study is not None:
             self.tracker.adopt_interrupted_runs(resumed_trials(self.study))
-            self.study.set_user_attr("mlflow_parent_run_id", parent)
+            self.study.set_user_attr(keys.PARENT_RUN, parent)
         return stale
 
     def open_existing(self) -> optuna.Study:

@@ -19,27 +19,22 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
+from searchsvc import keys
 from searchsvc.deferred import DeferredWrites
 from searchsvc.errors import TrackingError
 from searchsvc.study.spec import StudySpec
 
-__all__ = ["StudyTracker", "MODEL_DIR", "TAG_STUDY", "TAG_TRIAL", "TAG_STATE", "TAG_REASON"]
+__all__ = ["StudyTracker", "MODEL_DIR"]
 
 logger = logging.getLogger(__name__)
 
-TAG_STUDY = "searchsvc.study"
-TAG_ROLE = "searchsvc.role"
-TAG_TRIAL = "searchsvc.trial_number"
-TAG_STATE = "searchsvc.state"
-TAG_RESUMED_FROM = "searchsvc.resumed_from_trial"
-TAG_REASON = "searchsvc.reason"
-TAG_PARENT = "mlflow.parentRunId"
 MODEL_DIR = "model"
 """Artifact folder of a child run with ``state_dict.pt`` and ``params.json`` (best epoch)."""
 
 _MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-_STATE_TAG = {"FAIL": "FAILED"}
+_STATE_TAG = {"FAIL": "FAILED"}  # the tag speaks MLflow's word for a failure
 
 
 class StudyTracker:
@@ -116,7 +111,7 @@ class StudyTracker:
                 logger.debug("parent run %s named by the study is gone", parent_run_id)
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG_ROLE}` = 'parent'",
+            filter_string=f"tags.`{keys.TAG_ROLE}` = 'parent'",
             max_results=1,
             order_by=["attributes.start_time ASC"],
         )
@@ -125,7 +120,7 @@ class StudyTracker:
 
     def attach(self, spec: StudySpec, study: Any = None) -> bool:
         """Read-only use: find the study's parent run (see ``find_parent``); no writes."""
-        recorded = study.user_attrs.get("mlflow_parent_run_id") if study is not None else None
+        recorded = study.user_attrs.get(keys.PARENT_RUN) if study is not None else None
         try:
             return self.find_parent(spec.name, recorded)
         except Exception as exc:  # MLflow raises many types; say where it failed, once
@@ -148,7 +143,11 @@ class StudyTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=spec.name,
-            tags={TAG_STUDY: spec.name, TAG_ROLE: "parent", "mlflow.note.content": _note(spec)},
+            tags={
+                keys.TAG_STUDY: spec.name,
+                keys.TAG_ROLE: "parent",
+                "mlflow.note.content": _note(spec),
+            },
         )
         self.parent_run_id = run.info.run_id
         params = [Param(k, _short(v)) for k, v in _flatten(spec.model_dump(mode="json")).items()]
@@ -179,13 +178,14 @@ class StudyTracker:
         stale = self.client.search_runs(
             [self.experiment_id],
             filter_string=(
-                f"tags.`{TAG_PARENT}` = '{self.parent_run_id}' and attributes.status = 'RUNNING'"
+                f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}' "
+                "and attributes.status = 'RUNNING'"
             ),
             max_results=10000,
         )
         tags = [
-            RunTag(TAG_STATE, "INTERRUPTED"),
-            RunTag(TAG_REASON, "the driver stopped mid-trial"),
+            RunTag(keys.TAG_STATE, "INTERRUPTED"),
+            RunTag(keys.TAG_REASON, "the driver stopped mid-trial"),
         ]
         for run in stale:
             self.client.log_batch(run.info.run_id, tags=tags)
@@ -208,7 +208,7 @@ class StudyTracker:
             run_id = runs.get(new) or runs.get(old)
             if run_id is None:
                 continue
-            tags = [RunTag(TAG_TRIAL, str(new)), RunTag(TAG_RESUMED_FROM, str(old))]
+            tags = [RunTag(keys.TAG_TRIAL, str(new)), RunTag(keys.TAG_RESUMED_FROM, str(old))]
             self.client.log_batch(run_id, tags=tags)
             self._trial_runs[new] = run_id
             adopted += 1
@@ -226,14 +226,20 @@ class StudyTracker:
             run_id = self._trial_runs[number]
 
             def restart() -> None:
-                self.client.log_batch(self._run_id(run_id), tags=[RunTag(TAG_STATE, "RUNNING")])
+                self.client.log_batch(
+                    self._run_id(run_id), tags=[RunTag(keys.TAG_STATE, "RUNNING")]
+                )
                 self.client.update_run(self._run_id(run_id), status="RUNNING")
 
             self._write(restart, f"trial {number} restart")
             return run_id
         placeholder = f"pending-trial-{number}"
         self._trial_runs[number] = placeholder
-        run_tags = {TAG_PARENT: self.parent_run_id, TAG_TRIAL: str(number), TAG_STATE: "RUNNING"}
+        run_tags = {
+            keys.TAG_PARENT: self.parent_run_id,
+            keys.TAG_TRIAL: str(number),
+            keys.TAG_STATE: "RUNNING",
+        }
         run_tags.update(tags)
         param_list = [Param(k, _short(v)) for k, v in params.items()]
 
@@ -284,27 +290,37 @@ class StudyTracker:
 
             self._write_files(write, target, MODEL_DIR)
 
-    def end_trial(self, run_id: str, state: str, reason: str, summary: Mapping[str, Any]) -> None:
+    def end_trial(
+        self, run_id: str, state: TrialState, reason: str, summary: Mapping[str, Any]
+    ) -> None:
+        """End trial run ``run_id``: its state and reason as tags, its summary as
+        ``searchsvc.<key>`` tags, and the MLflow status that matches the Optuna state."""
+        name = state.name
         # The tag speaks MLflow's word for a failure (FAILED), Optuna's for the others.
-        tags = [RunTag(TAG_STATE, _STATE_TAG.get(state, state)), RunTag(TAG_REASON, reason)]
-        tags += [RunTag(f"searchsvc.{k}", _short(v)) for k, v in summary.items()]
+        tags = [
+            RunTag(keys.TAG_STATE, _STATE_TAG.get(name, name)),
+            RunTag(keys.TAG_REASON, reason),
+        ]
+        tags += [RunTag(keys.trial_tag(k), _short(v)) for k, v in summary.items()]
 
         def write() -> None:
             real = self._run_id(run_id)
             self.client.log_batch(real, tags=tags)
-            self.client.set_terminated(real, status=_MLFLOW_STATUS.get(state, "FAILED"))
+            self.client.set_terminated(real, status=_MLFLOW_STATUS.get(name, "FAILED"))
 
-        self._write(write, f"{state} of a trial")
+        self._write(write, f"{name} of a trial")
 
     def trial_runs(self) -> dict[int, str]:
         """Trial number -> child run id, for every trial of this study in MLflow."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{TAG_PARENT}` = '{self.parent_run_id}'",
+            filter_string=f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}'",
             max_results=50000,
         )
         return {
-            int(r.data.tags[TAG_TRIAL]): r.info.run_id for r in runs if TAG_TRIAL in r.data.tags
+            int(r.data.tags[keys.TAG_TRIAL]): r.info.run_id
+            for r in runs
+            if keys.TAG_TRIAL in r.data.tags
         }
 
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import searchsvc.trainer as trainer_module
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent  # the support modules (trainers, hooks) live here
+REPO = TESTS.parent
 SHARED_DATA = Path(os.environ.get("SEARCHSVC_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
 

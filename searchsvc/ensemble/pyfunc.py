@@ -42,6 +42,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+from searchsvc import keys
 from searchsvc.ensemble.members import (
     MANIFEST_NAME,
     load_members_dir,
@@ -54,7 +55,6 @@ from searchsvc.errors import EnsembleError
 __all__ = [
     "CHAMPION_ALIAS",
     "MEMBERS_ARTIFACT",
-    "VAL_NLL_TAG",
     "EnsemblePyfunc",
     "ensemble_signature",
     "log_ensemble",
@@ -66,7 +66,6 @@ logger = logging.getLogger(__name__)
 MEMBERS_ARTIFACT = "members"
 """Key of the members directory in the model's artifacts."""
 CHAMPION_ALIAS = "champion"
-VAL_NLL_TAG = "val_nll"
 """Model-version tag holding the ensemble's validation log-loss (the champion criterion)."""
 
 
@@ -209,7 +208,7 @@ def log_ensemble(
     client.set_model_version_tag(registered_model_name, str(version), "trials", trials)
     if val_nll is not None:
         client.set_model_version_tag(
-            registered_model_name, str(version), VAL_NLL_TAG, repr(float(val_nll))
+            registered_model_name, str(version), keys.TAG_VAL_NLL, repr(float(val_nll))
         )
     logger.info(
         "logged ensemble %s (%d members) as %s version %s",
@@ -252,7 +251,7 @@ def _model_metadata(ensemble: Ensemble, manifest: Mapping[str, Any]) -> dict[str
 
 
 def _version_val_nll(mv: ModelVersion) -> float | None:
-    raw = (mv.tags or {}).get(VAL_NLL_TAG)
+    raw = (mv.tags or {}).get(keys.TAG_VAL_NLL)
     try:
         return float(raw) if raw is not None else None
     except ValueError:
@@ -282,7 +281,7 @@ def set_champion_if_better(
     """
     version = str(version)
     val_nll = float(val_nll)
-    client.set_model_version_tag(registered_model_name, version, VAL_NLL_TAG, repr(val_nll))
+    client.set_model_version_tag(registered_model_name, version, keys.TAG_VAL_NLL, repr(val_nll))
     if not math.isfinite(val_nll):
         logger.warning(
             "version %s has non-finite val_nll %r; champion unchanged", version, val_nll
@@ -313,7 +312,7 @@ def set_champion_if_better(
                 "champion v%s of %s has no %s tag; replacing it",
                 champion.version,
                 registered_model_name,
-                VAL_NLL_TAG,
+                keys.TAG_VAL_NLL,
             )
     client.set_registered_model_alias(registered_model_name, CHAMPION_ALIAS, version)
     logger.info(

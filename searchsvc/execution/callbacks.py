@@ -17,8 +17,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+from searchsvc import keys
 from searchsvc.execution.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
-from searchsvc.search.searcher import OptunaSearcher, TrialOutcome
+from searchsvc.search.searcher import OptunaSearcher, TrialOutcome, TrialState
 from searchsvc.search.storage import heartbeat
 from searchsvc.search.trial_config import params_of, ticket_of
 from searchsvc.study.spec import StudySpec
@@ -81,7 +82,7 @@ class TrackingCallback(Callback):
         if trial.trial_id not in self._node_tagged and result.get("node_ip"):
             self._node_tagged.add(trial.trial_id)
             node = {k: result.get(k) for k in ("node_ip", "hostname", "node_id")}
-            tags = {f"searchsvc.{k}": str(v) for k, v in node.items() if v is not None}
+            tags = {keys.trial_tag(k): str(v) for k, v in node.items() if v is not None}
             self._tracker.set_trial_tags(run_id, tags)
         metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS}
         self._tracker.log_epoch(run_id, metrics, step=int(result.get("epoch", iteration)))
@@ -111,7 +112,7 @@ class TrackingCallback(Callback):
             return
         outcome = self._searcher.outcomes.get(trial.trial_id) or TrialOutcome(
             number=ticket_of(trial.config).number,
-            state="FAIL" if error else "COMPLETE",
+            state=TrialState.FAIL if error else TrialState.COMPLETE,
             reason="error in the trainer" if error else "",
         )
         reason = outcome.reason
@@ -119,7 +120,7 @@ class TrackingCallback(Callback):
             reason = f"error: {_error_text(trial)}"
         checkpoint = self._checkpoints.pop(trial.trial_id, None)
         best = Path(checkpoint) / CHECKPOINT_BEST if checkpoint else None
-        if outcome.state == "COMPLETE" and best is not None and best.exists():
+        if outcome.state == TrialState.COMPLETE and best is not None and best.exists():
             info = {
                 "trainer": self._trainer_ref,
                 "params": params_of(trial.config),
@@ -164,7 +165,7 @@ class ProgressCallback(Callback):
         self._console = console
         self._best = best_before
         self._started = time.monotonic()
-        self._counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        self._counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self._running = 0
         self._live: Live | None = None
 
@@ -195,7 +196,7 @@ class ProgressCallback(Callback):
 
     def _count(self, trial: Any) -> None:
         outcome = self._searcher.outcomes.get(trial.trial_id)
-        state = outcome.state if outcome else "FAIL"
+        state = outcome.state if outcome else TrialState.FAIL
         self._counts[state] += 1
         if outcome and outcome.values:
             value = outcome.values[0]
@@ -218,9 +219,9 @@ class ProgressCallback(Callback):
         return Text.assemble(
             (f"{self._spec.name} ", "bold"),
             f"trials {self._done_before + finished}/{self._done_before + self._to_run}  ",
-            (f"complete {self._counts['COMPLETE']}  ", "green"),
-            (f"pruned {self._counts['PRUNED']}  ", "yellow"),
-            (f"failed {self._counts['FAIL']}  ", "red"),
+            (f"complete {self._counts[TrialState.COMPLETE]}  ", "green"),
+            (f"pruned {self._counts[TrialState.PRUNED]}  ", "yellow"),
+            (f"failed {self._counts[TrialState.FAIL]}  ", "red"),
             f"running {self._running}  best {best}  ",
             f"elapsed {_clock(elapsed)}  eta {eta}",
         )

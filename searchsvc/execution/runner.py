@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from searchsvc import keys
 from searchsvc.errors import EnsembleError
 from searchsvc.signals import reassert_stop_signals, signal_handlers_kept
 from searchsvc.study.loader import Study
@@ -378,8 +379,8 @@ def _top_rows(run: StudyRun, n: int) -> list[dict[str, Any]]:
             "value": t.values[0],
             "values": list(t.values),
             "params": dict(t.params),
-            "epochs": t.user_attrs.get("epochs"),
-            "best_epoch": t.user_attrs.get("best_epoch"),
+            "epochs": t.user_attrs.get(keys.EPOCHS),
+            "best_epoch": t.user_attrs.get(keys.BEST_EPOCH),
         }
         for t in top_trials(run.study, run.spec, n)
     ]

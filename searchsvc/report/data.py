@@ -23,11 +23,10 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.tracking import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from searchsvc import keys
 from searchsvc.errors import StudySpecError
-from searchsvc.search.storage import INTERRUPTED
 from searchsvc.study.spec import CategoricalParam, StudySpec
 from searchsvc.study_run import StudyRun
-from searchsvc.tracking import TAG_PARENT, TAG_TRIAL
 
 __all__ = [
     "StudyData",
@@ -88,11 +87,11 @@ class StudyData:
 def _child_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
     runs = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'",
+        filter_string=f"tags.`{keys.TAG_PARENT}` = '{parent.info.run_id}'",
         max_results=50000,
         order_by=["attributes.start_time ASC"],
     )
-    return {int(r.data.tags[TAG_TRIAL]): r for r in runs if TAG_TRIAL in r.data.tags}
+    return {int(r.data.tags[keys.TAG_TRIAL]): r for r in runs if keys.TAG_TRIAL in r.data.tags}
 
 
 def group_params(spec: StudySpec, group_by: str | None) -> list[str]:
@@ -138,7 +137,7 @@ def fmt(value: Any) -> str:
 
 
 def state_key(trial: FrozenTrial) -> str:
-    if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED):
+    if trial.state == TrialState.FAIL and trial.user_attrs.get(keys.INTERRUPTED):
         return "INTERRUPTED"
     return trial.state.name
 

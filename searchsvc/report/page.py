@@ -14,6 +14,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
+from searchsvc import keys
 from searchsvc.report.comparison import Comparison, Histogram
 from searchsvc.report.data import StudyData, fmt, last_intermediate, params_text, state_key
 from searchsvc.report.figures import Section
@@ -106,7 +107,7 @@ def html_summary(data: StudyData) -> str:
     rows += [(k.lower(), counts[k]) for k in ("INTERRUPTED", "RUNNING", "WAITING") if k in counts]
     diagnoses: dict[str, int] = {}
     for trial in data.trials:
-        label = trial.user_attrs.get("diagnosis")
+        label = trial.user_attrs.get(keys.DIAGNOSIS)
         if label and state_key(trial) != "INTERRUPTED":
             diagnoses[label] = diagnoses.get(label, 0) + 1
     if diagnoses:
@@ -128,10 +129,10 @@ def html_summary(data: StudyData) -> str:
 
 def _diagnosis(trial: FrozenTrial) -> str:
     """The recipe's label with the figures behind it, e.g. ``overfit (val_loss_rise=0.23)``."""
-    label = trial.user_attrs.get("diagnosis")
+    label = trial.user_attrs.get(keys.DIAGNOSIS)
     if not label:
         return "-"
-    evidence = trial.user_attrs.get("diagnosis_evidence") or {}
+    evidence = trial.user_attrs.get(keys.DIAGNOSIS_EVIDENCE) or {}
     figures = ", ".join(f"{k}={fmt(v)}" for k, v in evidence.items())
     return f"{label} ({figures})" if figures else label
 
@@ -140,7 +141,7 @@ def html_top(data: StudyData) -> str:
     best = top_trials(data.study, data.spec, N_TOP) if data.study is not None else []
     rows = []
     for trial in best:
-        epochs = trial.user_attrs.get("epochs", "")
+        epochs = trial.user_attrs.get(keys.EPOCHS, "")
         value = " / ".join(fmt(v) for v in trial.values)
         params = params_text(trial.params)
         rows.append((trial.number, value, "COMPLETE", epochs, _diagnosis(trial), params))
@@ -149,7 +150,7 @@ def html_top(data: StudyData) -> str:
     pruned = [(t, last) for t, last in pruned if last is not None]
     pruned.sort(key=lambda p: p[1][1], reverse=data.spec.primary.mode == "max")
     for trial, (step, value) in pruned[: N_TOP - len(rows)]:
-        epochs = trial.user_attrs.get("epochs", step)
+        epochs = trial.user_attrs.get(keys.EPOCHS, step)
         text = f"{fmt(value)} (last report, epoch {step})"
         rows.append(
             (trial.number, text, "PRUNED", epochs, _diagnosis(trial), params_text(trial.params))

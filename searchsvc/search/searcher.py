@@ -18,8 +18,9 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
+from searchsvc import keys
 from searchsvc.search.space import suggest_params
-from searchsvc.search.storage import CHECKPOINT, RESUME_OF, SEED_OF, retrying
+from searchsvc.search.storage import retrying
 from searchsvc.search.trial_config import TrialTicket, make_config
 from searchsvc.study.diagnosis import Diagnosis, Thresholds, diagnose
 from searchsvc.study.spec import StudySpec
@@ -28,6 +29,8 @@ __all__ = ["OptunaSearcher", "TrialOutcome"]
 
 logger = logging.getLogger(__name__)
 
+TrialState = optuna.trial.TrialState
+COMPLETE, PRUNED, FAIL = TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL
 _CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -36,7 +39,7 @@ class TrialOutcome:
     """How a trial ended, as told to Optuna and shown everywhere else."""
 
     number: int
-    state: str  # COMPLETE | PRUNED | FAIL
+    state: TrialState  # COMPLETE | PRUNED | FAIL
     values: list[float] | None = None
     reason: str = ""
     best_epoch: int = 0
@@ -89,21 +92,21 @@ class OptunaSearcher(Searcher):
         self._live[trial_id] = live
         attrs = trial.user_attrs
         # The one seed rule: the study's seed plus the first trial of the chain's number.
-        seed = self._spec.seed + int(attrs.get(SEED_OF, trial.number))
+        seed = self._spec.seed + int(attrs.get(keys.SEED_OF, trial.number))
         ticket = TrialTicket(number=trial.number, seed=seed)
-        checkpoint = attrs.get(CHECKPOINT)
+        checkpoint = attrs.get(keys.CHECKPOINT)
         if checkpoint:
             # It continues an interrupted trial from that trial's last checkpoint: its epochs
             # up to there count as this trial's own (values to Optuna, history for the outcome).
             done = int(checkpoint["epoch"])
-            previous = self._study.get_trials(deepcopy=False)[int(attrs[RESUME_OF])]
+            previous = self._study.get_trials(deepcopy=False)[int(attrs[keys.RESUME_OF])]
             for step, value in sorted(previous.intermediate_values.items()):
                 if step <= done:
                     retrying(lambda s=step, v=value: trial.report(v, step=s), "report")
                     live.history[step] = {self._spec.primary.metric: value}
             live.curves.update({k: list(v) for k, v in checkpoint["curves"].items()})
             ticket = dataclasses.replace(
-                ticket, resume_checkpoint=checkpoint["path"], resume_of=int(attrs[RESUME_OF])
+                ticket, resume_checkpoint=checkpoint["path"], resume_of=int(attrs[keys.RESUME_OF])
             )
         return make_config(params, ticket)
 
@@ -119,7 +122,7 @@ class OptunaSearcher(Searcher):
             "epoch": epoch,
             "curves": {k: v[:epoch] for k, v in live.curves.items()},
         }
-        retrying(lambda: live.trial.set_user_attr(CHECKPOINT, record), "set_user_attr")
+        retrying(lambda: live.trial.set_user_attr(keys.CHECKPOINT, record), "set_user_attr")
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         live = self._live.get(trial_id)
@@ -155,16 +158,16 @@ class OptunaSearcher(Searcher):
             thresholds=Thresholds(**self._spec.diagnosis.model_dump()),
         )
         self.outcomes[trial_id] = outcome
-        state = getattr(optuna.trial.TrialState, outcome.state)
+        state = outcome.state
         attrs = {
-            "reason": outcome.reason,
-            "epochs": outcome.epochs,
-            "best_epoch": outcome.best_epoch,
-            "diagnosis": outcome.diagnosis.label,
-            "diagnosis_evidence": dict(outcome.diagnosis.evidence),
+            keys.REASON: outcome.reason,
+            keys.EPOCHS: outcome.epochs,
+            keys.BEST_EPOCH: outcome.best_epoch,
+            keys.DIAGNOSIS: outcome.diagnosis.label,
+            keys.DIAGNOSIS_EVIDENCE: dict(outcome.diagnosis.evidence),
         }
         if outcome.reason.startswith("diverged"):
-            attrs["diverged"] = True
+            attrs[keys.DIVERGED] = True
         try:
             for key, value in attrs.items():
                 retrying(lambda k=key, v=value: live.trial.set_user_attr(k, v), "set_user_attr")
@@ -182,25 +185,25 @@ class OptunaSearcher(Searcher):
         epochs = max(live.history, default=0)
         best_epoch = int((result or {}).get("best_epoch", 0)) or epochs
         if error:
-            return TrialOutcome(number, "FAIL", reason="error in the trainer", epochs=epochs)
+            return TrialOutcome(number, FAIL, reason="error in the trainer", epochs=epochs)
         if epochs == 0:
-            return TrialOutcome(number, "FAIL", reason="ended without reporting", epochs=epochs)
+            return TrialOutcome(number, FAIL, reason="ended without reporting", epochs=epochs)
         if not result:
             # Stopped while paused (HyperBand's halving losers): Tune passes no result, but every
             # epoch it ran was reported. Cut short, so PRUNED, whoever stopped it.
             by = self._spec.scheduler.name if trial_id in self._stopped else "Tune"
             return TrialOutcome(
-                number, "PRUNED", reason=f"stopped by {by} at epoch {epochs}", epochs=epochs
+                number, PRUNED, reason=f"stopped by {by} at epoch {epochs}", epochs=epochs
             )
         if result.get("diverged"):
             return TrialOutcome(
-                number, "PRUNED", reason=f"diverged at epoch {epochs}", epochs=epochs
+                number, PRUNED, reason=f"diverged at epoch {epochs}", epochs=epochs
             )
         # A stop at the last epoch cuts nothing short: the trial ran its whole budget.
         if trial_id in self._stopped and epochs < self._spec.budget.max_epochs:
             name = self._spec.scheduler.name
             return TrialOutcome(
-                number, "PRUNED", reason=f"stopped by {name} at epoch {epochs}", epochs=epochs
+                number, PRUNED, reason=f"stopped by {name} at epoch {epochs}", epochs=epochs
             )
         # The value of the epoch whose weights are kept (the trainer's best epoch).
         row = live.history.get(best_epoch) or live.history[epochs]
@@ -208,7 +211,7 @@ class OptunaSearcher(Searcher):
         if not all(math.isfinite(v) for v in values):
             names = [o.metric for o in self._spec.objectives]
             return TrialOutcome(
-                number, "FAIL", reason=f"objective {names} not finite: {values}", epochs=epochs
+                number, FAIL, reason=f"objective {names} not finite: {values}", epochs=epochs
             )
         reason = "completed" if epochs >= self._spec.budget.max_epochs else "early stopping"
-        return TrialOutcome(number, "COMPLETE", values, reason, best_epoch, epochs)
+        return TrialOutcome(number, COMPLETE, values, reason, best_epoch, epochs)

@@ -13,14 +13,11 @@ from typing import Any, TypeVar
 
 import optuna
 
+from searchsvc import keys
 from searchsvc.errors import StudyBusyError, TrackingError
 from searchsvc.study.spec import StudySpec
 
 __all__ = [
-    "BUDGET_ATTR",
-    "CHECKPOINT",
-    "RESUME_OF",
-    "SEED_OF",
     "StudyCounts",
     "count_trials",
     "open_study",
@@ -35,17 +32,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-INTERRUPTED = "interrupted"
 # Study user attribute: the trial budget of the last `searchsvc run` (after --n-trials).
-BUDGET_ATTR = "budget_n_trials"
 # Study user attribute: the driver running the study now ({host, pid, heartbeat}).
-DRIVER_ATTR = "driver"
 DRIVER_STALE_S = 60.0  # a driver on another host whose heartbeat is older is gone
 # Trial user attributes that carry a trial across a driver restart.
 # The trial's latest Ray checkpoint: {"path": folder, "epoch": n, "curves": diagnosis curves}.
-CHECKPOINT = "checkpoint"
-RESUME_OF = "resume_of"  # the interrupted trial this one continues
-SEED_OF = "seed_of"  # the trial number the seed derives from (the first of a resumed chain)
 _T = TypeVar("_T")
 _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
@@ -153,16 +144,16 @@ def count_trials(study: optuna.Study) -> StudyCounts:
     counts = StudyCounts()
     for trial in study.get_trials(deepcopy=False):
         state = trial.state
-        label = trial.user_attrs.get("diagnosis")
-        if label and not trial.user_attrs.get(INTERRUPTED):
+        label = trial.user_attrs.get(keys.DIAGNOSIS)
+        if label and not trial.user_attrs.get(keys.INTERRUPTED):
             counts.diagnoses[label] = counts.diagnoses.get(label, 0) + 1
         if state == optuna.trial.TrialState.COMPLETE:
             counts.complete += 1
         elif state == optuna.trial.TrialState.PRUNED:
             counts.pruned += 1
-            counts.diverged += bool(trial.user_attrs.get("diverged"))
+            counts.diverged += bool(trial.user_attrs.get(keys.DIVERGED))
         elif state == optuna.trial.TrialState.FAIL:
-            if trial.user_attrs.get(INTERRUPTED):
+            if trial.user_attrs.get(keys.INTERRUPTED):
                 counts.interrupted += 1
             else:
                 counts.failed += 1
@@ -182,7 +173,7 @@ def claim_study(study: optuna.Study, *, stale_after_s: float = DRIVER_STALE_S) -
         StudyBusyError: another driver is running the study now.
     """
     me = {"host": socket.gethostname(), "pid": os.getpid()}
-    holder = retrying(lambda: study.user_attrs.get(DRIVER_ATTR), "read driver") or {}
+    holder = retrying(lambda: study.user_attrs.get(keys.DRIVER), "read driver") or {}
     if holder and {k: holder.get(k) for k in me} != me and _driver_alive(holder, stale_after_s):
         age = time.time() - float(holder.get("heartbeat", 0))
         raise StudyBusyError(
@@ -195,12 +186,12 @@ def claim_study(study: optuna.Study, *, stale_after_s: float = DRIVER_STALE_S) -
 def heartbeat(study: optuna.Study) -> None:
     """Renew this process's hold on the study (the driver calls it every few seconds)."""
     attr = {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
-    retrying(lambda: study.set_user_attr(DRIVER_ATTR, attr), "heartbeat")
+    retrying(lambda: study.set_user_attr(keys.DRIVER, attr), "heartbeat")
 
 
 def release_study(study: optuna.Study) -> None:
     """Let go of the study at the end of a run."""
-    retrying(lambda: study.set_user_attr(DRIVER_ATTR, {}), "release")
+    retrying(lambda: study.set_user_attr(keys.DRIVER, {}), "release")
 
 
 def _driver_alive(holder: dict[str, Any], stale_after_s: float) -> bool:
@@ -228,16 +219,16 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     ]
     for frozen in orphans:
         trial = optuna.trial.Trial(study, frozen._trial_id)
-        trial.set_user_attr(INTERRUPTED, True)
-        trial.set_user_attr("reason", "the driver stopped mid-trial")
+        trial.set_user_attr(keys.INTERRUPTED, True)
+        trial.set_user_attr(keys.REASON, "the driver stopped mid-trial")
         study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
         attrs: dict[str, Any] = {
-            RESUME_OF: frozen.number,
-            SEED_OF: frozen.user_attrs.get(SEED_OF, frozen.number),
+            keys.RESUME_OF: frozen.number,
+            keys.SEED_OF: frozen.user_attrs.get(keys.SEED_OF, frozen.number),
         }
-        checkpoint = frozen.user_attrs.get(CHECKPOINT)
+        checkpoint = frozen.user_attrs.get(keys.CHECKPOINT)
         if checkpoint and Path(checkpoint["path"]).is_dir():
-            attrs[CHECKPOINT] = checkpoint
+            attrs[keys.CHECKPOINT] = checkpoint
         # Ask for the same configuration again, so the budget is spent as the sampler chose.
         study.enqueue_trial(frozen.params, user_attrs=attrs, skip_if_exists=False)
     if orphans:
@@ -250,7 +241,9 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 def resumed_trials(study: optuna.Study) -> dict[int, int]:
     """Interrupted trial number -> the number of the waiting trial that resumes it."""
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    return {t.user_attrs[RESUME_OF]: t.number for t in waiting if RESUME_OF in t.user_attrs}
+    return {
+        t.user_attrs[keys.RESUME_OF]: t.number for t in waiting if keys.RESUME_OF in t.user_attrs
+    }
 
 
 def top_trials(study: optuna.Study, spec: StudySpec, n: int) -> list[optuna.trial.FrozenTrial]:

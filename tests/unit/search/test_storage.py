@@ -14,6 +14,7 @@ import optuna
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from searchsvc import keys
 from searchsvc.errors import StudyBusyError
 from searchsvc.search import storage
 from searchsvc.search.storage import (
@@ -120,7 +121,7 @@ def test_orphaned_running_trials_become_interrupted_and_are_asked_again(tmp_path
 def _study_held_by(tmp_path, holder: dict) -> optuna.Study:
     spec = StudySpec.model_validate(base_study())
     study = open_study(spec, f"sqlite:///{tmp_path}/optuna.db")
-    study.set_user_attr(storage.DRIVER_ATTR, holder)
+    study.set_user_attr(keys.DRIVER, holder)
     return study
 
 
@@ -131,12 +132,12 @@ def test_a_second_driver_is_refused_while_the_first_lives(tmp_path):
         study = _study_held_by(tmp_path, holder)
         with pytest.raises(StudyBusyError, match=rf"pid {first.pid} on .*wait for it"):
             claim_study(study)
-        assert study.user_attrs[storage.DRIVER_ATTR]["pid"] == first.pid, "left untouched"
+        assert study.user_attrs[keys.DRIVER]["pid"] == first.pid, "left untouched"
     finally:
         first.kill()
         first.wait()
     claim_study(study)  # the first driver is gone (as after SIGKILL): the next run takes over
-    assert study.user_attrs[storage.DRIVER_ATTR]["pid"] == os.getpid()
+    assert study.user_attrs[keys.DRIVER]["pid"] == os.getpid()
 
 
 def test_a_driver_on_another_host_holds_the_study_until_its_heartbeat_is_stale(tmp_path):
@@ -144,7 +145,7 @@ def test_a_driver_on_another_host_holds_the_study_until_its_heartbeat_is_stale(t
     study = _study_held_by(tmp_path, fresh)
     with pytest.raises(StudyBusyError, match="other-node"):
         claim_study(study)
-    study.set_user_attr(storage.DRIVER_ATTR, {**fresh, "heartbeat": time.time() - 600})
+    study.set_user_attr(keys.DRIVER, {**fresh, "heartbeat": time.time() - 600})
     claim_study(study)
     release_study(study)
-    assert study.user_attrs[storage.DRIVER_ATTR] == {}
+    assert study.user_attrs[keys.DRIVER] == {}

@@ -9,10 +9,11 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
-from searchsvc import deferred
+from searchsvc import deferred, keys
 from searchsvc.study.spec import StudySpec
-from searchsvc.tracking import TAG_STATE, StudyTracker
+from searchsvc.tracking import StudyTracker
 from tests.helpers import base_study
 
 
@@ -88,6 +89,6 @@ def test_a_refused_write_is_logged_and_the_study_goes_on(tracker, caplog):
 ])  # fmt: skip
 def test_a_trials_run_ends_with_its_state_tag_and_mlflow_status(tracker, state, tag, status):
     run_id = tracker.start_trial(0, {"lr": 0.01}, {})
-    tracker.end_trial(run_id, state, "why", {"epochs": 1})
+    tracker.end_trial(run_id, TrialState[state], "why", {"epochs": 1})
     run = MlflowClient(tracker.tracking_uri).get_run(run_id)
-    assert run.data.tags[TAG_STATE] == tag and run.info.status == status
+    assert run.data.tags[keys.TAG_STATE] == tag and run.info.status == status

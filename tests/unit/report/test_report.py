@@ -26,11 +26,12 @@ from matplotlib.figure import Figure
 from optuna.trial import TrialState
 from PIL import Image
 
+from searchsvc import keys
 from searchsvc.errors import StudyNotRunError
 from searchsvc.report import build as report
 from searchsvc.report import figures
 from searchsvc.search.space import to_distribution
-from searchsvc.search.storage import INTERRUPTED, open_study
+from searchsvc.search.storage import open_study
 from searchsvc.study.locations import StudyPaths, resolve_paths
 from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
@@ -146,7 +147,7 @@ def _add_trial(
             "reason": state.lower(),
             "diagnosis": "healthy" if state == "COMPLETE" else "underfit",
             "diagnosis_evidence": {"train_accuracy": 0.97 if state == "COMPLETE" else 0.5},
-            **({INTERRUPTED: True} if state == "INTERRUPTED" else {}),
+            **({keys.INTERRUPTED: True} if state == "INTERRUPTED" else {}),
         },
         intermediate_values={i + 1: row[metric] for i, row in enumerate(curve)} if single else {},
     )
@@ -162,7 +163,7 @@ def _add_trial(
         png = _histogram_png(number * 100 + epoch, activation, epoch)
         (files / f"activations_epoch_{epoch:03d}.png").write_bytes(png)
     tracker.log_files(run_id, files, "diagnostics")
-    tracker.end_trial(run_id, state, state.lower(), {"epochs": epochs})
+    tracker.end_trial(run_id, optuna_state, state.lower(), {"epochs": epochs})
 
 
 def _build_study(

@@ -14,9 +14,10 @@ import optuna
 import pytest
 import yaml
 
+from tests.helpers import TESTS
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-TESTS = Path(__file__).resolve().parent
 # The console script, as a user runs it: `python -m searchsvc` would put the current folder on
 # sys.path by itself and hide a missing import path.
 SEARCHSVC = str(Path(sys.executable).with_name("searchsvc"))

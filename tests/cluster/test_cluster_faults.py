@@ -25,12 +25,11 @@ from rich.console import Console
 
 from searchsvc.execution.runner import run_study
 from searchsvc.study.loader import load_study
-from tests.helpers import base_study
+from tests.helpers import TESTS, base_study
 from tests.servers import MlflowServer, drop_connections, free_port, postgres_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-TESTS = Path(__file__).resolve().parent
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 

@@ -22,9 +22,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from tests.helpers import TESTS
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-TESTS = Path(__file__).resolve().parent
 HOOK = TESTS / "stage_hook.py"
 NAME = "lifecycle"
 

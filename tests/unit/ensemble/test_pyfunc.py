@@ -28,14 +28,10 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 import searchsvc
+from searchsvc import keys
 from searchsvc.ensemble.members import write_members_dir
 from searchsvc.ensemble.predictor import Ensemble, Member
-from searchsvc.ensemble.pyfunc import (
-    CHAMPION_ALIAS,
-    VAL_NLL_TAG,
-    log_ensemble,
-    set_champion_if_better,
-)
+from searchsvc.ensemble.pyfunc import CHAMPION_ALIAS, log_ensemble, set_champion_if_better
 from searchsvc.errors import EnsembleError
 
 logger = logging.getLogger(__name__)
@@ -220,7 +216,7 @@ def test_in_process_load_accepts_arrays_and_dataframes(env: Env) -> None:
     output = model.metadata.get_output_schema().inputs[0]
     assert output.type == np.dtype(np.float32) and output.shape == (-1, N_CLASSES)
     version = MlflowClient().get_model_version(env.registered_name, env.version)
-    assert float(version.tags[VAL_NLL_TAG]) == pytest.approx(0.80)
+    assert float(version.tags[keys.TAG_VAL_NLL]) == pytest.approx(0.80)
     assert version.tags["trials"] == "3,7,9"
 
 
@@ -252,7 +248,7 @@ def test_champion_moves_only_to_a_better_version(env: Env) -> None:
     assert set_champion_if_better(client, name, first, 0.50) is True  # no champion yet
     assert set_champion_if_better(client, name, worse, 0.70) is False
     assert str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == first
-    assert client.get_model_version(name, worse).tags[VAL_NLL_TAG] == "0.7"  # stored anyway
+    assert client.get_model_version(name, worse).tags[keys.TAG_VAL_NLL] == "0.7"  # stored anyway
     assert set_champion_if_better(client, name, better, 0.30) is True
     assert str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version) == better
     assert set_champion_if_better(client, name, same, 0.30) is False  # ties keep the champion

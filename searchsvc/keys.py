@@ -1,0 +1,82 @@
+"""Every key searchsvc writes into Optuna storage and every MLflow tag it sets, in one place.
+
+A reader of a study (the report, ``status``, your own scripts against the stores) finds here
+what each user attribute and tag holds.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BEST_EPOCH",
+    "BUDGET",
+    "CHECKPOINT",
+    "DIAGNOSIS",
+    "DIAGNOSIS_EVIDENCE",
+    "DIVERGED",
+    "DRIVER",
+    "EPOCHS",
+    "INTERRUPTED",
+    "PARENT_RUN",
+    "REASON",
+    "RESUME_OF",
+    "SEED_OF",
+    "TAG_PARENT",
+    "TAG_REASON",
+    "TAG_RESUMED_FROM",
+    "TAG_ROLE",
+    "TAG_STATE",
+    "TAG_STUDY",
+    "TAG_TRIAL",
+    "TAG_VAL_NLL",
+    "trial_tag",
+]
+
+# --------------------------------------------------------------------- Optuna study attributes
+
+BUDGET = "budget_n_trials"
+"""The trial budget of the last ``searchsvc run`` (after ``--n-trials``), for ``status``."""
+DRIVER = "driver"
+"""The driver running the study now: ``{host, pid, heartbeat}`` (empty when none)."""
+PARENT_RUN = "mlflow_parent_run_id"
+"""The study's MLflow parent run."""
+
+# --------------------------------------------------------------------- Optuna trial attributes
+
+CHECKPOINT = "checkpoint"
+"""The trial's latest Ray checkpoint: ``{"path": folder, "epoch": n, "curves": {...}}``."""
+RESUME_OF = "resume_of"
+"""The interrupted trial this one continues."""
+SEED_OF = "seed_of"
+"""The trial number the seed derives from (the first of a resumed chain)."""
+INTERRUPTED = "interrupted"
+"""True on a trial a stopped driver left running (recorded FAIL, not counted)."""
+REASON = "reason"
+"""How the trial ended, in words (``early stopping``, ``diverged at epoch 3``, ...)."""
+EPOCHS = "epochs"
+"""Epochs the trial ran."""
+BEST_EPOCH = "best_epoch"
+"""The epoch whose weights are kept (and whose value Optuna was told)."""
+DIAGNOSIS = "diagnosis"
+"""The recipe's label (``healthy``, ``underfit``, ``overfit``, ...)."""
+DIAGNOSIS_EVIDENCE = "diagnosis_evidence"
+"""The numbers behind the label."""
+DIVERGED = "diverged"
+"""True on a trial pruned because its loss blew up."""
+
+# --------------------------------------------------------------------- MLflow tags
+
+TAG_STUDY = "searchsvc.study"
+TAG_ROLE = "searchsvc.role"  # "parent" on the study's run
+TAG_TRIAL = "searchsvc.trial_number"
+TAG_STATE = "searchsvc.state"  # COMPLETE | PRUNED | FAILED | RUNNING | INTERRUPTED
+TAG_RESUMED_FROM = "searchsvc.resumed_from_trial"
+TAG_REASON = "searchsvc.reason"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_VAL_NLL = "val_nll"  # on a registered ensemble's model version
+
+
+def trial_tag(name: str) -> str:
+    """The tag of a trial's summary field or node field: ``searchsvc.<name>`` (``epochs``,
+    ``best_epoch``, ``diagnosis``, ``diagnosis_evidence``, ``advice``, ``value``,
+    ``node_ip``, ``hostname``, ``node_id``)."""
+    return f"searchsvc.{name}"

@@ -1,0 +1,84 @@
+"""The Tune callbacks, driven in-process with Ray's own ``Trial`` objects (no cluster) in the
+order Tune calls them, against a real Optuna study and a real MLflow store (SQLite)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from ray.tune.experiment import Trial
+from rich.console import Console
+
+from searchsvc import keys
+from searchsvc.execution.callbacks import ProgressCallback, TrackingCallback
+from searchsvc.search.searcher import OptunaSearcher
+from searchsvc.study.spec import StudySpec
+from searchsvc.tracking import StudyTracker
+from tests.helpers import base_study
+
+
+@pytest.fixture
+def wired(tmp_path: Path):
+    spec = StudySpec.model_validate(
+        base_study(name="cb", seed=5, scheduler="none", budget={"n_trials": 2, "max_epochs": 2})
+    )
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="cb")
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker.start_study(spec, "name: cb\n")
+    searcher = OptunaSearcher(spec, study, set())
+    tracking = TrackingCallback(tracker, searcher, trainer_ref="noop", n_features=20, n_classes=10)
+    out = io.StringIO()
+    progress = ProgressCallback(
+        spec, searcher, done_before=0, to_run=2, console=Console(file=out, width=200),
+        best_before=None,
+    )  # fmt: skip
+    return spec, searcher, tracker, tracking, progress, out
+
+
+def _trial(searcher: OptunaSearcher, trial_id: str) -> Trial:
+    return Trial("noop", config=searcher.suggest(trial_id), trial_id=trial_id, stub=True)
+
+
+def _result(epoch: int, val_loss: float) -> dict:
+    return {"epoch": epoch, "training_iteration": epoch, "val_loss": val_loss, "best_epoch": epoch,
+            "node_ip": "127.0.0.1", "node_id": "n1", "time_this_iter_s": 0.1}  # fmt: skip
+
+
+def test_a_completed_and_a_failed_trial_reach_mlflow_and_the_progress_line(wired) -> None:
+    spec, searcher, tracker, tracking, progress, out = wired
+    good, bad = _trial(searcher, "t1"), _trial(searcher, "t2")
+    for trial in (good, bad):
+        tracking.on_trial_start(iteration=0, trials=[good, bad], trial=trial)
+    for epoch, loss in ((1, 0.9), (2, 0.7)):  # Tune notifies the searcher first
+        searcher.on_trial_result("t1", _result(epoch, loss))
+        tracking.on_trial_result(iteration=epoch, trials=[good], trial=good,
+                                 result=_result(epoch, loss))  # fmt: skip
+    searcher.on_trial_complete("t1", _result(2, 0.7))
+    tracking.on_trial_complete(iteration=3, trials=[good], trial=good)
+    progress.on_trial_complete(iteration=3, trials=[good], trial=good)
+    searcher.on_trial_complete("t2", None, error=True)
+    tracking.on_trial_error(iteration=4, trials=[bad], trial=bad)
+    progress.on_trial_error(iteration=4, trials=[bad], trial=bad)
+
+    client = MlflowClient(tracker.tracking_uri)
+    found = client.search_runs([tracker.experiment_id])
+    runs = {int(r.data.tags[keys.TAG_TRIAL]): r for r in found if keys.TAG_TRIAL in r.data.tags}
+    assert sorted(runs) == [0, 1]
+    done, failed = runs[0], runs[1]
+    assert (done.info.status, done.data.tags[keys.TAG_STATE]) == ("FINISHED", "COMPLETE")
+    assert done.data.params["seed"] == str(spec.seed + 0)  # the searcher's seed rule
+    assert done.data.tags[keys.trial_tag("node_ip")] == "127.0.0.1"
+    history = client.get_metric_history(done.info.run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.7)]
+    assert "time_this_iter_s" not in done.data.metrics  # Ray's bookkeeping stays out
+    assert (failed.info.status, failed.data.tags[keys.TAG_STATE]) == ("FAILED", "FAILED")
+    assert failed.data.tags[keys.TAG_REASON] == "error: unknown error (see the Ray logs)"
+    assert failed.data.params["seed"] == str(spec.seed + 1)
+    lines = out.getvalue().splitlines()
+    assert (
+        "complete 1  pruned 0  failed 0" in lines[0] and "best val_loss=0.7 (trial 0)" in lines[0]
+    )
+    assert "trials 2/2  complete 1  pruned 0  failed 1" in lines[-1]
