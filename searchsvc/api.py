@@ -12,13 +12,14 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from searchsvc.ensemble.members import load_members_dir
 from searchsvc.ensemble.predictor import Ensemble
 from searchsvc.errors import EnsembleError
 
 if TYPE_CHECKING:
+    from searchsvc.ensemble.summary import EnsembleSummary
     from searchsvc.study_run import RunOutcome, StudyRun
 
 __all__ = ["load_ensemble", "rebuild_ensemble", "report_study"]
@@ -106,7 +107,7 @@ def rebuild_ensemble(
     method: str | None = None,
     size: int | None = None,
     candidates: int | None = None,
-) -> tuple[dict[str, Any] | None, RunOutcome]:
+) -> tuple[EnsembleSummary | None, RunOutcome]:
     """Build a study's ensemble again (``searchsvc ensemble``); registers it if better.
 
     ``run`` must have its study opened (:meth:`StudyRun.open_existing`). The parent run is

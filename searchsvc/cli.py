@@ -185,8 +185,8 @@ def _print_summary(result: Any) -> None:  # a StudyResult (imported lazily)
         table.add_column("epochs", justify="right")
         table.add_column("params")
         for row in result.top:
-            params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
-            table.add_row(str(row["number"]), f"{row['value']:.4f}", str(row["epochs"]), params)
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in row.params.items())
+            table.add_row(str(row.number), f"{row.value:.4f}", str(row.epochs), params)
         out.print(table)
     if result.ensemble:
         _print_ensemble(result.ensemble)
@@ -197,22 +197,21 @@ def _print_summary(result: Any) -> None:  # a StudyResult (imported lazily)
         out.print(f"open the UI: {result.paths.ui_command}", highlight=False)
 
 
-def _print_ensemble(ensemble: dict) -> None:
+def _print_ensemble(ensemble: Any) -> None:  # an EnsembleSummary (imported lazily)
     table = Table(title="test split (reported, never used to choose)")
     for column in ("model", "accuracy", "NLL", "ECE"):
         table.add_column(column, justify="right" if column != "model" else "left")
-    for label, key in (("best single trial", "best_single"), ("ensemble", "ensemble")):
-        scores = ensemble.get(key)
-        if scores:
+    for label, scores in (
+        ("best single trial", ensemble.best_single),
+        ("ensemble", ensemble.ensemble),
+    ):
+        if scores is not None:
             table.add_row(
-                label,
-                f"{scores['accuracy']:.4f}",
-                f"{scores['nll']:.4f}",
-                f"{scores['ece']:.4f}",
+                label, f"{scores.accuracy:.4f}", f"{scores.nll:.4f}", f"{scores.ece:.4f}"
             )
     out.print(table)
-    if ensemble.get("model_uri"):
-        out.print(f"ensemble model: {ensemble['model_uri']}", highlight=False)
+    if ensemble.model_uri:
+        out.print(f"ensemble model: {ensemble.model_uri}", highlight=False)
 
 
 def _fmt(value: object) -> str:
@@ -290,8 +289,8 @@ def ensemble(
         raise _fail(exc) from None
     if outcome.interrupted:
         raise _stopped(outcome.stage, outcome.signal, again)
-    members = ", ".join(f"trial {m['trial']} x{m['weight']:.2f}" for m in summary["members"])
-    out.print(f"members ({summary['method']}): {members}", highlight=False)
+    members = ", ".join(f"trial {m.trial} x{m.weight:.2f}" for m in summary.members)
+    out.print(f"members ({summary.method}): {members}", highlight=False)
     _print_ensemble(summary)
 
 

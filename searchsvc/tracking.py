@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -310,18 +310,20 @@ class StudyTracker:
 
         self._write(write, f"{name} of a trial")
 
-    def trial_runs(self) -> dict[int, str]:
-        """Trial number -> child run id, for every trial of this study in MLflow."""
+    def trial_run_records(self) -> dict[int, Run]:
+        """Trial number -> child run, for every trial of this study in MLflow (the latest run
+        of a number wins: runs come oldest first)."""
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}'",
             max_results=50000,
+            order_by=["attributes.start_time ASC"],
         )
-        return {
-            int(r.data.tags[keys.TAG_TRIAL]): r.info.run_id
-            for r in runs
-            if keys.TAG_TRIAL in r.data.tags
-        }
+        return {int(r.data.tags[keys.TAG_TRIAL]): r for r in runs if keys.TAG_TRIAL in r.data.tags}
+
+    def trial_runs(self) -> dict[int, str]:
+        """Trial number -> child run id (see ``trial_run_records``)."""
+        return {number: run.info.run_id for number, run in self.trial_run_records().items()}
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

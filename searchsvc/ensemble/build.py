@@ -23,10 +23,11 @@ import numpy as np
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from searchsvc.ensemble.members import load_members_dir, rebuild_network, write_members_dir
-from searchsvc.ensemble.metrics import accuracy, expected_calibration_error, log_loss
+from searchsvc.ensemble.metrics import accuracy, log_loss, scores
 from searchsvc.ensemble.predictor import Ensemble, Member, feature_range_of, member_val_probs
 from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
 from searchsvc.ensemble.selection import select_greedy, select_top_k
+from searchsvc.ensemble.summary import EnsembleSummary, MemberWeight, Scores
 from searchsvc.errors import EnsembleError
 from searchsvc.study.locations import StudyPaths
 from searchsvc.study.spec import StudySpec
@@ -53,15 +54,14 @@ def build_study_ensemble(
     method: str | None = None,
     size: int | None = None,
     candidates: int | None = None,
-) -> dict[str, Any]:
+) -> EnsembleSummary:
     """Select members among the best completed trials, evaluate, log and register.
 
     Uses the run's Optuna study, tracker (on the parent run), data and trainer, as opened by
     the command.
 
-    Returns a summary: ``members``, ``best_single_trial`` (its number), ``best_single`` and
-    ``ensemble`` test scores (accuracy, nll, ece; ``best_single`` also has ``trial``),
-    ``val_nll``, ``model_uri``, ``version``, ``champion``.
+    Returns the :class:`EnsembleSummary` (also logged to the parent run as
+    ``ensemble/summary.json``).
 
     Raises:
         EnsembleError: the study has no completed trial, or none of the best ``candidates``
@@ -180,24 +180,22 @@ def _summary(
     pool: list[_Candidate],
     single: int,
     data: Dataset,
-) -> dict[str, Any]:
+) -> EnsembleSummary:
     """Validation scores of the ensemble and the best single trial; test scores if any."""
     single_member = pool[single][0]
     val_ensemble = np.tensordot(weights / weights.sum(), val_probs, axes=1)
-    summary: dict[str, Any] = {
-        "method": method,
-        "members": [{"trial": m.trial_number, "weight": m.weight} for m in ensemble.members],
-        "val_nll": log_loss(val_ensemble, data.y_val),
-        "val_accuracy": accuracy(val_ensemble, data.y_val),
-        "best_single_trial": single_member.trial_number,
-        "best_single_val_nll": log_loss(val_probs[single], data.y_val),
-    }
+    summary = EnsembleSummary(
+        method=method,
+        members=[MemberWeight(m.trial_number, m.weight) for m in ensemble.members],
+        val_nll=log_loss(val_ensemble, data.y_val),
+        val_accuracy=accuracy(val_ensemble, data.y_val),
+        best_single_trial=single_member.trial_number,
+        best_single_val_nll=log_loss(val_probs[single], data.y_val),
+    )
     if data.x_test is not None and data.y_test is not None:
-        summary["best_single"] = _scores(
-            member_val_probs([pool[single][2]], data.x_test)[0], data.y_test
-        )
-        summary["best_single"]["trial"] = single_member.trial_number
-        summary["ensemble"] = ensemble.evaluate(data.x_test, data.y_test)
+        single_probs = member_val_probs([pool[single][2]], data.x_test)[0]
+        summary.best_single = Scores(**scores(single_probs, data.y_test))
+        summary.ensemble = Scores(**ensemble.evaluate(data.x_test, data.y_test))
     return summary
 
 
@@ -213,7 +211,7 @@ def best_single_index(members: list[Member], mode: str) -> int:
         raise EnsembleError("no candidates to pick the best single trial from")
     if mode not in ("min", "max"):
         raise EnsembleError(f"objective mode must be 'min' or 'max'; got {mode!r}")
-    sign = -1.0 if mode == "max" else 1.0
+    sign = -1.0 if mode == "max" else 1.0  # min() below: the best first
 
     def key(index: int) -> tuple[bool, float, int]:
         score = members[index].val_score
@@ -229,32 +227,24 @@ def _load_state(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    return {
-        "accuracy": accuracy(probs, y),
-        "nll": log_loss(probs, y),
-        "ece": expected_calibration_error(probs, y),
-    }
-
-
 def _log_to_parent(
     tracker: StudyTracker,
     paths: StudyPaths,
     spec: StudySpec,
     members_dir: Path,
     data: Dataset,
-    summary: dict[str, Any],
+    summary: EnsembleSummary,
 ) -> None:
     metrics = {
-        "ensemble_val_nll": summary["val_nll"],
-        "ensemble_val_accuracy": summary["val_accuracy"],
+        "ensemble_val_nll": summary.val_nll,
+        "ensemble_val_accuracy": summary.val_accuracy,
     }
-    for key, label in (("best_single", "best_single"), ("ensemble", "ensemble")):
-        for name, value in (summary.get(key) or {}).items():
-            if name != "trial" and math.isfinite(value):
+    tested = (("best_single", summary.best_single), ("ensemble", summary.ensemble))
+    for label, test_scores in tested:
+        for name, value in dataclasses.asdict(test_scores).items() if test_scores else ():
+            if math.isfinite(value):
                 metrics[f"test_{name}_{label}"] = value
     tracker.log_study_metrics(metrics)
-    tracker.client.log_dict(tracker.parent_run_id, summary, "ensemble/summary.json")
     # log_model needs the fluent API's active run. Set the URI only for this block: MLflow's
     # setters also export MLFLOW_TRACKING_URI, which would leak into later studies and
     # subprocesses. The registry follows the tracking URI when it is not set on its own.
@@ -264,12 +254,12 @@ def _log_to_parent(
             name=ENSEMBLE_MODEL_NAME,
             registered_model_name=spec.name,
             input_example=data.x_val[:5],
-            val_nll=summary["val_nll"],
+            val_nll=summary.val_nll,
         )
     version = info.registered_model_version
-    moved = set_champion_if_better(tracker.client, spec.name, version, summary["val_nll"])
-    summary.update(
-        version=version,
-        champion=moved,
-        model_uri=f"models:/{spec.name}@champion" if moved else f"models:/{spec.name}/{version}",
+    moved = set_champion_if_better(tracker.client, spec.name, version, summary.val_nll)
+    summary.version, summary.champion = version, moved
+    summary.model_uri = (
+        f"models:/{spec.name}@champion" if moved else f"models:/{spec.name}/{version}"
     )
+    tracker.client.log_dict(tracker.parent_run_id, summary.to_json(), "ensemble/summary.json")

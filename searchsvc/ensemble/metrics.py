@@ -10,7 +10,7 @@ import numpy as np
 
 from searchsvc.errors import EnsembleError
 
-__all__ = ["PROB_EPS", "accuracy", "expected_calibration_error", "log_loss"]
+__all__ = ["PROB_EPS", "accuracy", "expected_calibration_error", "log_loss", "scores"]
 
 PROB_EPS = 1e-12
 """Probabilities are clipped to at least this before taking logs, so one confidently wrong
@@ -98,3 +98,13 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, n_bins: int = 1
     nonempty = counts > 0
     gaps = np.abs(acc_sum[nonempty] - conf_sum[nonempty])  # = count * |acc - conf| per bin
     return float(gaps.sum() / y.shape[0])
+
+
+def scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The three figures every evaluation reports: ``accuracy``, ``nll`` (log-loss) and
+    ``ece`` (15-bin expected calibration error)."""
+    return {
+        "accuracy": accuracy(probs, y),
+        "nll": log_loss(probs, y),
+        "ece": expected_calibration_error(probs, y),
+    }

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from searchsvc.ensemble.metrics import accuracy, expected_calibration_error, log_loss
+from searchsvc.ensemble.metrics import scores
 from searchsvc.errors import EnsembleError
 
 __all__ = ["FEATURE_RANGE_MARGIN", "Ensemble", "Member", "feature_range_of", "member_val_probs"]
@@ -384,12 +384,7 @@ class Ensemble:
 
     def evaluate(self, x: Any, y: np.ndarray, *, batch_size: int = 4096) -> dict[str, float]:
         """Accuracy, log-loss (``nll``) and 15-bin ECE (``ece``) of the ensemble on ``(x, y)``."""
-        probs = self.predict_proba(x, batch_size=batch_size)
-        return {
-            "accuracy": accuracy(probs, y),
-            "nll": log_loss(probs, y),
-            "ece": expected_calibration_error(probs, y),
-        }
+        return scores(self.predict_proba(x, batch_size=batch_size), y)
 
     def __repr__(self) -> str:
         trials = [m.trial_number for m in self._members]

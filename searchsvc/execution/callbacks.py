@@ -200,8 +200,7 @@ class ProgressCallback(Callback):
         self._counts[state] += 1
         if outcome and outcome.values:
             value = outcome.values[0]
-            sign = 1 if self._spec.primary.mode == "max" else -1
-            if self._best is None or sign * value > sign * self._best[1]:
+            if self._best is None or self._spec.primary.better(value, self._best[1]):
                 self._best = (outcome.number, value)
         if self._live is None:  # not a terminal: a plain log line per trial instead
             self._console.print(self._line())

@@ -17,8 +17,9 @@ from typing import Any
 
 from rich.console import Console
 
-from searchsvc import keys
+from searchsvc.ensemble.summary import EnsembleSummary
 from searchsvc.errors import EnsembleError
+from searchsvc.search.storage import TrialSummary
 from searchsvc.signals import reassert_stop_signals, signal_handlers_kept
 from searchsvc.study.loader import Study
 from searchsvc.study.locations import StudyPaths
@@ -62,8 +63,8 @@ class StudyResult:
     failed: int
     budget: int
     interrupted: bool
-    top: list[dict[str, Any]] = field(default_factory=list)
-    ensemble: dict[str, Any] | None = None
+    top: list[TrialSummary] = field(default_factory=list)
+    ensemble: EnsembleSummary | None = None
     report: Path | None = None
     elapsed_s: float = 0.0
     stopped_during: str = ""
@@ -104,9 +105,9 @@ def run_study(
     )  # fmt: skip
     console = console or Console(stderr=True)
     started = time.monotonic()
-    ensemble: dict[str, Any] | None = None
+    ensemble: EnsembleSummary | None = None
     report: Path | None = None
-    top: list[dict[str, Any]] = []
+    top: list[TrialSummary] = []
     with _quiet_libraries(), run.lifecycle() as outcome:
         run.enter("loading the data")
         run.load_data()
@@ -238,7 +239,7 @@ def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> An
     )
 
 
-def _summarise(run: StudyRun) -> list[dict[str, Any]]:
+def _summarise(run: StudyRun) -> list[TrialSummary]:
     """The top trials; the study's counts and best value logged to its parent run."""
     from searchsvc.search.storage import count_trials
 
@@ -250,14 +251,12 @@ def _summarise(run: StudyRun) -> list[dict[str, Any]]:
     )  # fmt: skip
     if top:
         best = top[0]
-        run.tracker.set_study_tags(
-            {"best_trial": str(best["number"]), "best_value": str(best["value"])}
-        )
-        run.tracker.log_study_metrics({f"best_{run.spec.primary.metric}": best["value"]})
+        run.tracker.set_study_tags({"best_trial": str(best.number), "best_value": str(best.value)})
+        run.tracker.log_study_metrics({f"best_{run.spec.primary.metric}": best.value})
     return top
 
 
-def _ensemble(run: StudyRun, console: Console) -> dict[str, Any] | None:
+def _ensemble(run: StudyRun, console: Console) -> EnsembleSummary | None:
     from searchsvc.ensemble.build import build_study_ensemble
 
     try:
@@ -278,7 +277,7 @@ def _report(run: StudyRun) -> Path | None:
         return None
 
 
-def _result(run: StudyRun, outcome: RunOutcome, top: list[dict[str, Any]]) -> StudyResult:
+def _result(run: StudyRun, outcome: RunOutcome, top: list[TrialSummary]) -> StudyResult:
     from searchsvc.search.storage import count_trials
 
     counts = count_trials(run.study) if run.study is not None else None
@@ -302,15 +301,15 @@ def _result(run: StudyRun, outcome: RunOutcome, top: list[dict[str, Any]]) -> St
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
     """Keep the libraries' chatter off the user's terminal (our own progress line says it) and
-    the per-trial overhead low, for the duration of one run only: the environment variables
-    and logger levels set here are put back afterwards, so a Python caller's process is left
-    as it was."""
+    the per-trial overhead low, for the duration of one run only: the process environment
+    (what this sets and what Ray's driver sets for itself) and the logger levels are put back
+    afterwards, so a Python caller's process is left as it was."""
     import warnings
 
     import optuna
 
     settings = {**_RAY_ENV, "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    saved_env = {key: os.environ.get(key) for key in settings}
+    saved_env = dict(os.environ)
     for key, value in settings.items():
         os.environ.setdefault(key, value)
     levels = {
@@ -329,10 +328,10 @@ def _quiet_libraries() -> Iterator[None]:
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             yield
     finally:
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
         for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
+            if os.environ.get(key) != value:
                 os.environ[key] = value
         for name, level in saved_levels.items():
             logging.getLogger(name).setLevel(level)
@@ -370,17 +369,7 @@ def _best(run: StudyRun) -> tuple[int, float] | None:
     return (top[0].number, top[0].values[0]) if top else None
 
 
-def _top_rows(run: StudyRun, n: int) -> list[dict[str, Any]]:
+def _top_rows(run: StudyRun, n: int) -> list[TrialSummary]:
     from searchsvc.search.storage import top_trials
 
-    return [
-        {
-            "number": t.number,
-            "value": t.values[0],
-            "values": list(t.values),
-            "params": dict(t.params),
-            "epochs": t.user_attrs.get(keys.EPOCHS),
-            "best_epoch": t.user_attrs.get(keys.BEST_EPOCH),
-        }
-        for t in top_trials(run.study, run.spec, n)
-    ]
+    return [TrialSummary.of(t) for t in top_trials(run.study, run.spec, n)]

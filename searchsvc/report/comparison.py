@@ -125,7 +125,7 @@ def _representative(data: StudyData, group: Group) -> FrozenTrial | None:
     with_run = [t for t in group.trials if t.number in data.runs]
     complete = [t for t in with_run if t.state == TrialState.COMPLETE]
     if complete:
-        pick = max if data.spec.primary.mode == "max" else min
+        pick = max if data.spec.primary.maximize else min
         return pick(complete, key=primary_value)
     return with_run[0] if with_run else None
 

@@ -62,7 +62,7 @@ class StudyData:
         parent = None
         if tracker is not None and tracker.parent_run_id:
             parent = client.get_run(tracker.parent_run_id)
-        runs = _child_runs(client, parent) if parent is not None else {}
+        runs = tracker.trial_run_records() if parent is not None else {}
         return cls(run.spec, trials, study, client, parent, runs)
 
     def with_state(self, *states: TrialState) -> list[FrozenTrial]:
@@ -82,16 +82,6 @@ class StudyData:
             self._series[cache_key] = (steps, np.array([by_step[s] for s in sorted(by_step)]))
         steps, values = self._series[cache_key]
         return (steps, values) if len(steps) else None
-
-
-def _child_runs(client: MlflowClient, parent: Run) -> dict[int, Run]:
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.`{keys.TAG_PARENT}` = '{parent.info.run_id}'",
-        max_results=50000,
-        order_by=["attributes.start_time ASC"],
-    )
-    return {int(r.data.tags[keys.TAG_TRIAL]): r for r in runs if keys.TAG_TRIAL in r.data.tags}
 
 
 def group_params(spec: StudySpec, group_by: str | None) -> list[str]:

@@ -106,7 +106,7 @@ def fig_history(data: StudyData, out: Path) -> Section:
         ys = np.array([primary_value(t) for t in complete])
         label, colour, marker = _STATE_STYLE["COMPLETE"]
         ax.scatter(xs, ys, c=colour, marker=marker, s=28, label=f"{label} (final value)")
-        best = np.maximum.accumulate(ys) if primary.mode == "max" else np.minimum.accumulate(ys)
+        best = np.maximum.accumulate(ys) if primary.maximize else np.minimum.accumulate(ys)
         ax.step(xs, best, where="post", color="tab:green", linewidth=2, label="best so far")
     if pruned:
         label, colour, marker = _STATE_STYLE["PRUNED"]

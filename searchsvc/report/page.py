@@ -16,9 +16,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchsvc import keys
 from searchsvc.report.comparison import Comparison, Histogram
-from searchsvc.report.data import StudyData, fmt, last_intermediate, params_text, state_key
+from searchsvc.report.data import StudyData, fmt, last_intermediate, params_text
 from searchsvc.report.figures import Section
-from searchsvc.search.storage import top_trials
+from searchsvc.search.storage import count_trials, top_trials
 from searchsvc.study.spec import StudySpec
 
 __all__ = ["html_comparison", "html_page", "html_section", "html_summary", "html_top"]
@@ -94,22 +94,18 @@ def _html_header(spec: StudySpec) -> str:
 
 
 def html_summary(data: StudyData) -> str:
-    counts: dict[str, int] = {}
-    for trial in data.trials:
-        counts[state_key(trial)] = counts.get(state_key(trial), 0) + 1
+    counts = count_trials(data.trials)
     best = top_trials(data.study, data.spec, 1) if data.study is not None else []
-    rows = [
+    rows: list[tuple[str, Any]] = [
         ("trials", len(data.trials)),
-        ("complete", counts.get("COMPLETE", 0)),
-        ("pruned", counts.get("PRUNED", 0)),
-        ("failed", counts.get("FAIL", 0)),
+        ("complete", counts.complete),
+        ("pruned", counts.pruned),
+        ("failed", counts.failed),
     ]
-    rows += [(k.lower(), counts[k]) for k in ("INTERRUPTED", "RUNNING", "WAITING") if k in counts]
-    diagnoses: dict[str, int] = {}
-    for trial in data.trials:
-        label = trial.user_attrs.get(keys.DIAGNOSIS)
-        if label and state_key(trial) != "INTERRUPTED":
-            diagnoses[label] = diagnoses.get(label, 0) + 1
+    others = (("interrupted", counts.interrupted), ("running", counts.running),
+              ("waiting", counts.waiting))  # fmt: skip
+    rows += [(label, n) for label, n in others if n]
+    diagnoses = counts.diagnoses
     if diagnoses:
         # The recipe: first "good on the training data?", then "good on validation data?".
         shown = ", ".join(f"{k} {v}" for k, v in sorted(diagnoses.items()))
@@ -148,7 +144,7 @@ def html_top(data: StudyData) -> str:
     # Fewer than N_TOP completed: fill with the pruned ones at their last report, marked so.
     pruned = [(t, last_intermediate(t)) for t in data.with_state(TrialState.PRUNED)]
     pruned = [(t, last) for t, last in pruned if last is not None]
-    pruned.sort(key=lambda p: p[1][1], reverse=data.spec.primary.mode == "max")
+    pruned.sort(key=lambda p: p[1][1], reverse=data.spec.primary.maximize)
     for trial, (step, value) in pruned[: N_TOP - len(rows)]:
         epochs = trial.user_attrs.get(keys.EPOCHS, step)
         text = f"{fmt(value)} (last report, epoch {step})"

@@ -6,12 +6,13 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
+from optuna.trial import FrozenTrial
 
 from searchsvc import keys
 from searchsvc.errors import StudyBusyError, TrackingError
@@ -19,6 +20,7 @@ from searchsvc.study.spec import StudySpec
 
 __all__ = [
     "StudyCounts",
+    "TrialSummary",
     "count_trials",
     "open_study",
     "claim_study",
@@ -79,9 +81,7 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
-def open_study(
-    spec: StudySpec, storage_url: str, *, sampler: Any = None, create: bool = True
-) -> optuna.Study:
+def open_study(spec: StudySpec, storage_url: str, *, create: bool = True) -> optuna.Study:
     """The study named ``spec.name`` in ``storage_url`` (created on first use)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not create and storage_url.startswith("sqlite:///"):
@@ -95,12 +95,11 @@ def open_study(
             storage_url, engine_kwargs=_engine_kwargs(storage_url)
         )
         if not create:
-            return optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler)
-        directions = ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
+            return optuna.load_study(study_name=spec.name, storage=storage)
+        directions = [o.direction for o in spec.objectives]
         study = optuna.create_study(
             storage=storage,
             study_name=spec.name,
-            sampler=sampler,
             directions=directions,
             load_if_exists=True,
         )
@@ -130,6 +129,7 @@ class StudyCounts:
     pruned: int = 0
     failed: int = 0
     running: int = 0
+    waiting: int = 0
     interrupted: int = 0
     diverged: int = 0
     diagnoses: dict[str, int] = field(default_factory=dict)  # finished trials per diagnosis
@@ -140,9 +140,14 @@ class StudyCounts:
         return self.complete + self.pruned + self.failed
 
 
-def count_trials(study: optuna.Study) -> StudyCounts:
+def count_trials(source: optuna.Study | Iterable[FrozenTrial]) -> StudyCounts:
+    """Trials by state and finished trials by diagnosis, of a study or of its trials.
+
+    The one place that counts: ``status``, the run's summary and the report all read it.
+    """
+    trials = source.get_trials(deepcopy=False) if isinstance(source, optuna.Study) else source
     counts = StudyCounts()
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         state = trial.state
         label = trial.user_attrs.get(keys.DIAGNOSIS)
         if label and not trial.user_attrs.get(keys.INTERRUPTED):
@@ -159,6 +164,8 @@ def count_trials(study: optuna.Study) -> StudyCounts:
                 counts.failed += 1
         elif state == optuna.trial.TrialState.RUNNING:
             counts.running += 1
+        elif state == optuna.trial.TrialState.WAITING:
+            counts.waiting += 1
     return counts
 
 
@@ -246,8 +253,31 @@ def resumed_trials(study: optuna.Study) -> dict[int, int]:
     }
 
 
+@dataclass(frozen=True)
+class TrialSummary:
+    """One of a study's best trials, as the run's summary and ``status`` show it."""
+
+    number: int
+    values: tuple[float, ...]
+    params: dict[str, Any]
+    epochs: int | None
+    best_epoch: int | None
+
+    @property
+    def value(self) -> float:
+        """The value of the primary objective."""
+        return self.values[0]
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> TrialSummary:
+        return cls(
+            trial.number, tuple(trial.values), dict(trial.params),
+            trial.user_attrs.get(keys.EPOCHS), trial.user_attrs.get(keys.BEST_EPOCH),
+        )  # fmt: skip
+
+
 def top_trials(study: optuna.Study, spec: StudySpec, n: int) -> list[optuna.trial.FrozenTrial]:
     """The best ``n`` completed trials by the primary objective."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    reverse = spec.primary.mode == "max"
+    reverse = spec.primary.maximize
     return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:n]

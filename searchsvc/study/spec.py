@@ -192,6 +192,20 @@ class ObjectiveSpec(_Strict):
     metric: str
     mode: Literal["min", "max"]
 
+    @property
+    def maximize(self) -> bool:
+        """Higher is better (``mode: max``)."""
+        return self.mode == "max"
+
+    @property
+    def direction(self) -> str:
+        """Optuna's name for the mode: ``maximize`` or ``minimize``."""
+        return "maximize" if self.maximize else "minimize"
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value ``a`` beats value ``b`` by this objective."""
+        return a > b if self.maximize else a < b
+
 
 class DatasetSpec(_Strict):
     """Which data, and how the validation split is carved (the test split only reports)."""

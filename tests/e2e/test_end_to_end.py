@@ -129,13 +129,14 @@ def test_mlflow_has_one_parent_and_one_child_per_trial(finished):
 def test_ensemble_is_registered_and_reported_beside_the_best_single(finished):
     _, result, _, _ = finished
     summary = result.ensemble
-    assert summary is not None and summary["members"]
+    assert summary is not None and summary.members
     for key in ("best_single", "ensemble"):
-        assert 0.8 < summary[key]["accuracy"] <= 1.0
-        assert summary[key]["nll"] > 0 and 0 <= summary[key]["ece"] < 1
+        scores = getattr(summary, key)
+        assert 0.8 < scores.accuracy <= 1.0
+        assert scores.nll > 0 and 0 <= scores.ece < 1
     client = MlflowClient(result.paths.tracking_uri)
     version = client.get_model_version_by_alias("tiny-mnist", "champion")
-    assert str(version.version) == str(summary["version"])
+    assert str(version.version) == str(summary.version)
     metrics = client.get_run(result.parent_run_id).data.metrics
     assert {"test_accuracy_ensemble", "test_nll_best_single", "test_ece_ensemble"} <= set(metrics)
 

@@ -20,13 +20,11 @@ __all__ = [
     "NORMS",
     "OPTIMIZERS",
     "PARAM_NAMES",
-    "RELU_FAMILY",
     "default_init",
     "parse_params",
 ]
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout")
-RELU_FAMILY = ("relu", "leaky_relu", "prelu", "elu")
 INITS = (
     "zeros",
     "normal",

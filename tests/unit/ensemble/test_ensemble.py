@@ -657,10 +657,10 @@ def test_best_single_is_the_best_trial_with_a_model_and_a_missing_model_is_warne
     with caplog.at_level(logging.WARNING, logger="searchsvc.ensemble.build"):
         summary = build_study_ensemble(_run(spec, paths, tracker, data))
 
-    assert summary["best_single_trial"] == 0
-    assert summary["best_single"]["trial"] == 0
+    assert summary.best_single_trial == 0
+    assert summary.to_json()["best_single"]["trial"] == 0
     expected = member_val_probs([networks[0]], data.x_test)[0]
-    assert summary["best_single"]["nll"] == pytest.approx(log_loss(expected, data.y_test))
+    assert summary.best_single.nll == pytest.approx(log_loss(expected, data.y_test))
     warning = " ".join(r.getMessage() for r in caplog.records)
     assert "best trial 2 (val_loss=0.1) has no stored model" in warning
     assert "'best single' is trial 0 (val_loss=0.3)" in warning
@@ -684,7 +684,7 @@ def test_best_single_needs_no_warning_when_the_best_trial_has_a_model(
     )
     with caplog.at_level(logging.WARNING, logger="searchsvc.ensemble.build"):
         summary = build_study_ensemble(_run(spec, paths, tracker, data))
-    assert summary["best_single_trial"] == 1
+    assert summary.best_single_trial == 1
     assert not [r for r in caplog.records if "best single" in r.getMessage()]
 
 

@@ -1,0 +1,64 @@
+"""What a study's ensemble build ended with: the record the CLI prints, the report reads (as
+``ensemble/summary.json`` on the parent run) and Python callers get back."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["EnsembleSummary", "MemberWeight", "Scores"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Accuracy, log-loss (``nll``) and 15-bin expected calibration error (``ece``)."""
+
+    accuracy: float
+    nll: float
+    ece: float
+
+
+@dataclass(frozen=True)
+class MemberWeight:
+    """One member: its trial and its weight in the average."""
+
+    trial: int
+    weight: float
+
+
+@dataclass
+class EnsembleSummary:
+    """The ensemble of a study, chosen on the validation split and reported on the test split.
+
+    Attributes:
+        method: ``greedy`` or ``top_k``.
+        members: the trials and their weights.
+        val_nll, val_accuracy: the ensemble on the validation split (what chose it).
+        best_single_trial: the best completed trial with stored weights.
+        best_single_val_nll: that trial on the validation split.
+        best_single, ensemble: test-split scores (None when the data has no test split).
+        version: the registered model version; ``champion``: whether the alias moved to it;
+            ``model_uri``: how to load it.
+    """
+
+    method: str
+    members: list[MemberWeight]
+    val_nll: float
+    val_accuracy: float
+    best_single_trial: int
+    best_single_val_nll: float
+    best_single: Scores | None = None
+    ensemble: Scores | None = None
+    version: str | None = None
+    champion: bool = False
+    model_uri: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``summary.json`` form (``best_single`` also names its trial)."""
+        data = dataclasses.asdict(self)
+        data.pop("extra")
+        if data["best_single"] is not None:
+            data["best_single"]["trial"] = self.best_single_trial
+        return data
