@@ -6,11 +6,11 @@ K > ``n_layers`` is ignored, so a search space may define widths for its deepest
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "ACTIVATIONS",
@@ -24,149 +24,159 @@ __all__ = [
     "parse_params",
 ]
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout")
-INITS = (
-    "zeros",
-    "normal",
-    "xavier_uniform",
-    "xavier_normal",
-    "he_uniform",
-    "he_normal",
-    "orthogonal",
-    "rbm",
-)
-NORMS = ("none", "batch", "layer")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-LR_SCHEDULES = ("none", "cosine", "step")
-
-# Every accepted key (besides width_1, width_2, ...), in documentation order.
-PARAM_NAMES: tuple[str, ...] = (
-    "n_layers",
-    "width",
-    "activation",
-    "leaky_slope",
-    "maxout_pieces",
-    "init",
-    "init_std",
-    "rbm_epochs",
-    "rbm_lr",
-    "rbm_k",
-    "rbm_samples",
-    "dropout",
-    "input_dropout",
-    "norm",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "l1",
-    "clip_norm",
-    "max_norm",
-    "lr_schedule",
-    "lr_step_size",
-    "lr_gamma",
-    "batch_size",
-    "patience",
-    "diagnostics",
-)
 _WIDTH_KEY = re.compile(r"width_([1-9][0-9]*)")
+_CHOICE_KEYS = ("activation", "init", "norm", "optimizer", "lr_schedule")
+_FLAGS = ("diagnostics",)
+
+Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout"]
+Init = Literal[
+    "zeros", "normal", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal",
+    "orthogonal", "rbm",
+]  # fmt: skip
+Norm = Literal["none", "batch", "layer"]
+Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
+LRSchedule = Literal["none", "cosine", "step"]
+_Probability = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
+_NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+_Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
 
-@dataclass(frozen=True)
-class MLPParams:
-    """Validated MLP params with every default filled in.
+class MLPParams(BaseModel):
+    """Validated MLP params with every default filled in: the one place they are written.
 
     ``init`` defaults to ``he_normal`` for the ReLU family and maxout, ``xavier_uniform`` for
     sigmoid and tanh. ``momentum`` is ``None`` when not given: 0.9 for ``momentum``/``nesterov``,
     plain RMSprop (no momentum) for ``rmsprop``; it is ignored by the other optimisers.
     ``rbm_*`` configure the ``rbm`` init (greedy RBM pre-training, :mod:`trainers.mlp.rbm`: it
-    rejects maxout) and are ignored by the other schemes.
+    rejects maxout) and are ignored by the other schemes. ``width`` is every hidden layer's
+    width unless ``width_K`` sets layer K's; ``widths`` holds the result.
     """
 
-    n_layers: int = 2
-    widths: tuple[int, ...] = (256, 256)
-    activation: str = "relu"
-    leaky_slope: float = 0.01
-    maxout_pieces: int = 2
-    init: str = "he_normal"
-    init_std: float = 0.01
-    rbm_epochs: int = 3
-    rbm_lr: float = 0.05
-    rbm_k: int = 1
-    rbm_samples: int = 10000
-    dropout: float = 0.0
-    input_dropout: float = 0.0
-    norm: str = "none"
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float | None = None
-    weight_decay: float = 0.0
-    l1: float = 0.0
-    clip_norm: float = 0.0
-    max_norm: float = 0.0
-    lr_schedule: str = "none"
-    lr_step_size: int = 10
-    lr_gamma: float = 0.1
-    batch_size: int = 128
-    patience: int = 5
-    diagnostics: bool = True
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_layers: int = Field(2, ge=0, description="hidden layers (0: softmax regression)")
+    width: int = Field(
+        256, ge=1, description="units of every hidden layer without its own width_K"
+    )
+    layer_widths: dict[int, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="width_K: units of hidden layer K"
+    )
+    activation: Activation = Field("relu", description="the hidden units' nonlinearity")
+    leaky_slope: _NonNegative = Field(0.01, description="negative slope of leaky_relu")
+    maxout_pieces: int = Field(2, ge=1, description="linear pieces per maxout unit")
+    init: Init = Field(
+        "he_normal",
+        description="weight init (biases zero; the output layer the same scheme, gain 1 for "
+        "he_*, xavier_uniform for rbm)",
+    )
+    init_std: _Positive = Field(0.01, description="std of the normal init")
+    rbm_epochs: int = Field(3, ge=1, description="rbm init: CD epochs per layer")
+    rbm_lr: _Positive = Field(0.05, description="rbm init: CD learning rate")
+    rbm_k: int = Field(1, ge=1, description="rbm init: Gibbs steps of CD-k")
+    rbm_samples: int = Field(
+        10000, ge=1, description="rbm init: training samples it pre-trains on"
+    )
+    dropout: _Probability = Field(0.0, description="inverted dropout after each hidden activation")
+    input_dropout: _Probability = Field(0.0, description="inverted dropout on the inputs")
+    norm: Norm = Field(
+        "none", description="batch or layer normalisation, after the linear, before the activation"
+    )
+    optimizer: Optimizer = Field("adam", description="the optimiser")
+    lr: _Positive = Field(1e-3, description="learning rate")
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)] | None = Field(
+        None,
+        description="momentum (0.9 for momentum and nesterov; rmsprop uses it only if given)",
+    )
+    weight_decay: _NonNegative = Field(
+        0.0, description="L2 through the optimiser (linear weights only)"
+    )
+    l1: _NonNegative = Field(0.0, description="loss += l1 * sum |w| (linear weights only)")
+    clip_norm: _NonNegative = Field(0.0, description="global gradient-norm clipping (0: off)")
+    max_norm: _NonNegative = Field(
+        0.0,
+        description="max L2 norm of each hidden unit's incoming weights, every step (0: off)",
+    )
+    lr_schedule: LRSchedule = Field("none", description="cosine (to 0 over max_epochs) or step")
+    lr_step_size: int = Field(10, ge=1, description="epochs between step decays")
+    lr_gamma: _Positive = Field(0.1, description="step decay factor")
+    batch_size: int = Field(128, ge=1, description="minibatch size")
+    patience: int = Field(
+        5,
+        ge=0,
+        description="early stopping after this many epochs without a better val_loss (0: off)",
+    )
+    diagnostics: bool = Field(True, description="per-layer metrics and activation histograms")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The width of each hidden layer."""
+        return tuple(self.layer_widths.get(i, self.width) for i in range(1, self.n_layers + 1))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _normalise(cls, given: Any) -> Any:
+        """Unset (None) keys take their default, choices are case-insensitive, ``width_K``
+        keys gather into ``layer_widths``, and ``init``'s default follows the activation."""
+        data: dict[str, Any] = {}
+        widths: dict[Any, Any] = {}
+        for key, value in dict(given).items():
+            if value is None:
+                continue
+            match = _WIDTH_KEY.fullmatch(str(key))
+            if match:
+                widths[int(match.group(1))] = value
+            elif isinstance(value, bool) and key not in _FLAGS:
+                data[key] = _NotANumber(value)  # a YAML `yes` is no number: refuse it
+            else:
+                data[key] = value.strip().lower() if key in _CHOICE_KEYS and isinstance(
+                    value, str) else value  # fmt: skip
+        if widths:
+            data["layer_widths"] = widths
+        data.setdefault("init", default_init(str(data.get("activation", "relu"))))
+        return data
+
+    @model_validator(mode="after")
+    def _combinations(self) -> MLPParams:
+        if self.init == "rbm" and self.activation == "maxout":
+            # A maxout layer has width * pieces outputs; an RBM has one hidden unit per unit.
+            raise ValueError(
+                "init rbm pairs with sigmoid (classic), tanh or the ReLU family, not maxout"
+            )
+        if self.optimizer == "nesterov" and self.momentum == 0.0:
+            raise ValueError("momentum: nesterov needs momentum > 0")
+        return self
+
+
+class _NotANumber:
+    """A boolean given where a number is expected; pydantic would read it as 0 or 1."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+# Every accepted key (besides width_1, width_2, ...), in documentation order.
+PARAM_NAMES: tuple[str, ...] = tuple(k for k in MLPParams.model_fields if k != "layer_widths")
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+INITS: tuple[str, ...] = get_args(Init)
+NORMS: tuple[str, ...] = get_args(Norm)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
 
 
 def parse_params(params: Mapping[str, Any]) -> MLPParams:
-    """Validate ``params`` and fill in defaults; raises ``ValueError`` naming the bad key."""
-    given = dict(params)
-    for key in given:
-        if _WIDTH_KEY.fullmatch(str(key)):
-            continue
-        if key not in PARAM_NAMES:
-            raise ValueError(
-                f"unknown MLP param {key!r}; known: {', '.join(PARAM_NAMES)}, "
-                "width_1, width_2, ..."
-            )
+    """Validate ``params`` and fill in defaults.
 
-    n_layers = _int(given, "n_layers", 2, low=0)
-    width = _int(given, "width", 256, low=1)
-    widths = tuple(_int(given, f"width_{i}", width, low=1) for i in range(1, n_layers + 1))
-    activation = _choice(given, "activation", "relu", ACTIVATIONS)
-    init = _choice(given, "init", default_init(activation), INITS)
-    if init == "rbm" and activation == "maxout":
-        # A maxout layer has width * pieces outputs; an RBM has one hidden unit per unit.
-        raise ValueError(
-            "init rbm pairs with sigmoid (classic), tanh or the ReLU family, not maxout"
-        )
-    optimizer = _choice(given, "optimizer", "adam", OPTIMIZERS)
-    momentum = _float(given, "momentum", None, low=0.0, high=1.0, high_open=True)
-    if optimizer == "nesterov" and momentum == 0.0:
-        raise ValueError("momentum: nesterov needs momentum > 0")
-    return MLPParams(
-        n_layers=n_layers,
-        widths=widths,
-        activation=activation,
-        leaky_slope=_float(given, "leaky_slope", 0.01, low=0.0),
-        maxout_pieces=_int(given, "maxout_pieces", 2, low=1),
-        init=init,
-        init_std=_float(given, "init_std", 0.01, low=0.0, low_open=True),
-        rbm_epochs=_int(given, "rbm_epochs", 3, low=1),
-        rbm_lr=_float(given, "rbm_lr", 0.05, low=0.0, low_open=True),
-        rbm_k=_int(given, "rbm_k", 1, low=1),
-        rbm_samples=_int(given, "rbm_samples", 10000, low=1),
-        dropout=_float(given, "dropout", 0.0, low=0.0, high=1.0, high_open=True),
-        input_dropout=_float(given, "input_dropout", 0.0, low=0.0, high=1.0, high_open=True),
-        norm=_choice(given, "norm", "none", NORMS),
-        optimizer=optimizer,
-        lr=_float(given, "lr", 1e-3, low=0.0, low_open=True),
-        momentum=momentum,
-        weight_decay=_float(given, "weight_decay", 0.0, low=0.0),
-        l1=_float(given, "l1", 0.0, low=0.0),
-        clip_norm=_float(given, "clip_norm", 0.0, low=0.0, none_is=0.0),
-        max_norm=_float(given, "max_norm", 0.0, low=0.0, none_is=0.0),
-        lr_schedule=_choice(given, "lr_schedule", "none", LR_SCHEDULES),
-        lr_step_size=_int(given, "lr_step_size", 10, low=1),
-        lr_gamma=_float(given, "lr_gamma", 0.1, low=0.0, low_open=True),
-        batch_size=_int(given, "batch_size", 128, low=1),
-        patience=_int(given, "patience", 5, low=0),
-        diagnostics=_bool(given, "diagnostics", True),
-    )
+    Raises:
+        ValueError: one line naming the key at fault and the value received, in the study
+            file's style (``dropout: must be < 1.0, got 1.5``).
+    """
+    try:
+        return MLPParams.model_validate(params)
+    except ValidationError as exc:
+        raise ValueError(_first_problem(exc)) from None
 
 
 def default_init(activation: str) -> str:
@@ -174,74 +184,31 @@ def default_init(activation: str) -> str:
     return "xavier_uniform" if activation in ("sigmoid", "tanh") else "he_normal"
 
 
-def _int(given: Mapping[str, Any], key: str, default: int, *, low: int) -> int:
-    value = given.get(key, default)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        raise ValueError(f"{key}: expected an integer, got {value!r}")
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected an integer, got {value!r}") from None
-    # Samplers may hand integers over as floats (e.g. 256.0); anything fractional is an error.
-    if not as_float.is_integer():
-        raise ValueError(f"{key}: expected an integer, got {value!r}")
-    result = int(as_float)
-    if result < low:
-        raise ValueError(f"{key}: must be >= {low}, got {result}")
-    return result
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
+           "less_than_equal": "<="}  # fmt: skip
 
 
-def _float(
-    given: Mapping[str, Any],
-    key: str,
-    default: float | None,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    none_is: float | None = None,
-) -> Any:
-    if key not in given:
-        return default
-    value = given[key]
-    if value is None:
-        if none_is is None:
-            return default
-        return none_is
-    if isinstance(value, bool):
-        raise ValueError(f"{key}: expected a number, got {value!r}")
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected a number, got {value!r}") from None
-    if not math.isfinite(result):
-        raise ValueError(f"{key}: must be finite, got {value!r}")
-    if low is not None and (result < low or (low_open and result == low)):
-        raise ValueError(f"{key}: must be {'>' if low_open else '>='} {low}, got {result}")
-    if high is not None and (result > high or (high_open and result == high)):
-        raise ValueError(f"{key}: must be {'<' if high_open else '<='} {high}, got {result}")
-    return result
-
-
-def _choice(given: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = given.get(key, default)
-    if value is None:
-        return default
-    text = str(value).strip().lower()
-    if text not in choices:
-        raise ValueError(f"{key}: unknown value {value!r}; expected one of {', '.join(choices)}")
-    return text
-
-
-def _bool(given: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = given.get(key, default)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"{key}: expected true or false, got {value!r}")
+def _first_problem(exc: ValidationError) -> str:
+    """The first error as one line: the key, what was expected, what was given."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    key = f"width_{loc[1]}" if loc[:1] == ["layer_widths"] and len(loc) > 1 else ".".join(loc)
+    kind, ctx, given = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown MLP param {key!r}; known: {', '.join(PARAM_NAMES)}, width_1, width_2, ..."
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"{key}: must be {_BOUNDS[kind]} {bound}, got {given}"
+    if kind == "literal_error":
+        expected = ", ".join(get_args(MLPParams.model_fields[key].annotation))
+        return f"{key}: unknown value {given!r}; expected one of {expected}"
+    if kind == "finite_number":
+        return f"{key}: must be finite, got {given!r}"
+    if kind.startswith("int_"):
+        return f"{key}: expected an integer, got {given!r}"
+    if kind.startswith("float_"):
+        return f"{key}: expected a number, got {given!r}"
+    if kind.startswith("bool_"):
+        return f"{key}: expected true or false, got {given!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return message if not key else f"{key}: {message}" if ":" not in message else message

@@ -1,46 +1,7 @@
 """The fully-connected classifier trainer: ``trainer: trainers.mlp:trainer`` in a study file.
 
-Params (all optional; see :mod:`trainers.mlp.params` for the checks):
-
-==================  =========================  ===============================================
-key                 default                    meaning
-==================  =========================  ===============================================
-n_layers            2                          hidden layers (0: softmax regression)
-width_1..width_N    ``width``                  units of hidden layer i
-width               256                        units of every layer without its own width_i
-activation          relu                       sigmoid, tanh, relu, leaky_relu, prelu, elu,
-                                               maxout
-leaky_slope         0.01                       negative slope of leaky_relu
-maxout_pieces       2                          linear pieces per maxout unit
-init                he_normal (ReLU family,    zeros, normal, xavier_uniform, xavier_normal,
-                    maxout), xavier_uniform    he_uniform, he_normal, orthogonal, rbm; biases
-                    (sigmoid, tanh)            are zero; the output layer uses the same scheme
-                                               (gain 1 for he_*; xavier_uniform for rbm)
-init_std            0.01                       std of ``normal``
-rbm_epochs          3                          ``rbm``: CD epochs per layer
-rbm_lr              0.05                       ``rbm``: CD learning rate
-rbm_k               1                          ``rbm``: Gibbs steps of CD-k
-rbm_samples         10000                      ``rbm``: training samples it pre-trains on
-dropout             0                          inverted dropout after each hidden activation
-input_dropout       0                          inverted dropout on the inputs
-norm                none                       batch, layer: after the linear, before the
-                                               activation
-optimizer           adam                       sgd, momentum, nesterov, adagrad, rmsprop,
-                                               adam, adamw
-lr                  1e-3                       learning rate
-momentum            0.9 (momentum, nesterov)   momentum; rmsprop uses it only when given
-weight_decay        0                          L2 via the optimiser (linear weights only)
-l1                  0                          loss += l1 * sum |w| (linear weights only)
-clip_norm           0 (off)                    global gradient-norm clipping
-max_norm            0 (off)                    max L2 norm of each hidden unit's incoming
-                                               weights, enforced after every step
-lr_schedule         none                       cosine (to 0 over max_epochs), step
-lr_step_size        10                         epochs between step decays
-lr_gamma            0.1                        step decay factor
-batch_size          128                        minibatch size
-patience            5                          early stopping on val_loss (0: off)
-diagnostics         true                       per-layer metrics and activation histograms
-==================  =========================  ===============================================
+Params: all optional; :class:`trainers.mlp.params.MLPParams` holds each one's default, bounds
+and meaning (the README's table lists them for users).
 
 Reported each epoch:
 

@@ -383,3 +383,21 @@ def test_patience_stops_when_val_loss_stops_improving(synthetic: Dataset) -> Non
     assert len(reports) == 3 and completed
     # Only epoch 1 improved: its weights are the ones kept.
     assert [r.best_state is not None for r in reports] == [True, False, False]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"dropout": 1.5}, "dropout: must be < 1.0, got 1.5"),
+        ({"width_2": 0}, "width_2: must be >= 1, got 0"),
+        ({"n_layers": 2.5}, "n_layers: expected an integer, got 2.5"),
+        ({"lr": True}, "lr: expected a number, got True"),
+        ({"lr": float("nan")}, "lr: must be finite, got nan"),
+        ({"norm": "group"}, "norm: unknown value 'group'; expected one of none, batch, layer"),
+        ({"optimizer": "nesterov", "momentum": 0.0}, "momentum: nesterov needs momentum > 0"),
+    ],
+)
+def test_a_bad_param_is_one_line_naming_the_key_and_the_value(params, message) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_params(params)
+    assert str(info.value) == message
