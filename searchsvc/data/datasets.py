@@ -22,13 +22,12 @@ more and 20 % otherwise. ``train_subset`` then keeps N of the remaining training
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from searchsvc.data.idx_files import IDX_DATASETS, default_cache_dir, locate_files, read_idx
-from searchsvc.data.npz_files import read_npz
+from searchsvc.data.npz_files import RawData, read_npz
 from searchsvc.errors import DataError
 from searchsvc.settings import Settings
 from searchsvc.trainer import Dataset
@@ -131,21 +130,6 @@ def load_dataset(
     return data
 
 
-@dataclass(frozen=True)
-class _Raw:
-    """A data set as read, before the validation carve, the subset and the dtype casts."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray | None
-    y_val: np.ndarray | None
-    x_test: np.ndarray | None
-    y_test: np.ndarray | None
-    n_classes: int
-    class_names: tuple[str, ...] | None = None
-    image_shape: tuple[int, ...] | None = None
-
-
 def _read_raw(
     key: str,
     data_dir: str | Path | None,
@@ -153,27 +137,23 @@ def _read_raw(
     seed: int,
     download: bool,
     settings: Settings | None,
-) -> _Raw:
+) -> RawData:
     """Read data set ``key`` with its own test split (carved, for the sets without one)."""
     if key in IDX_DATASETS:
         x_train, y_train, x_test, y_test = _load_idx(key, data_dir, download, settings)
         names = FASHION_MNIST_CLASSES if key == "fashion_mnist" else None
-        return _Raw(x_train, y_train, None, None, x_test, y_test, 10, names, (28, 28))
+        return RawData(x_train, y_train, None, None, x_test, y_test, 10, names, (28, 28))
     if key == "digits":
         x, y = _digits()
         x_train, y_train, x_test, y_test = _carve(x, y, _TEST_FRACTION, _FIXED_TEST_SEED, "test")
-        return _Raw(x_train, y_train, None, None, x_test, y_test, 10, None, (8, 8))
+        return RawData(x_train, y_train, None, None, x_test, y_test, 10, None, (8, 8))
     if key == "synthetic":
         x, y = _synthetic(seed)
         x_train, y_train, x_test, y_test = _carve(x, y, _TEST_FRACTION, seed, "test")
-        return _Raw(x_train, y_train, None, None, x_test, y_test, 10)
+        return RawData(x_train, y_train, None, None, x_test, y_test, 10)
     if path is None:
         raise DataError("data set 'npz' needs 'path': the .npz file to read")
-    npz = read_npz(path)
-    return _Raw(
-        npz.x_train, npz.y_train, npz.x_val, npz.y_val, npz.x_test, npz.y_test,
-        npz.n_classes, npz.class_names, npz.image_shape,
-    )  # fmt: skip
+    return read_npz(path)
 
 
 def _load_idx(

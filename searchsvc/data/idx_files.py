@@ -71,45 +71,36 @@ class IdxDataset:
         return (self.train_images, self.train_labels, self.test_images, self.test_labels)
 
 
+def _idx_set(folder: str, md5s: tuple[str, str, str, str], mirrors: tuple[str, ...]) -> IdxDataset:
+    """An MNIST-layout set: the four standard file names and sizes, with their MD5s."""
+    train_images, train_labels, test_images, test_labels = md5s
+    return IdxDataset(
+        folder=folder,
+        train_images=IdxFile("train-images-idx3-ubyte.gz", train_images, 3, 60000),
+        train_labels=IdxFile("train-labels-idx1-ubyte.gz", train_labels, 1, 60000),
+        test_images=IdxFile("t10k-images-idx3-ubyte.gz", test_images, 3, 10000),
+        test_labels=IdxFile("t10k-labels-idx1-ubyte.gz", test_labels, 1, 10000),
+        mirrors=mirrors,
+    )
+
+
 # MD5s as published by torchvision (MNIST, FashionMNIST) and zalandoresearch/fashion-mnist.
 IDX_DATASETS: dict[str, IdxDataset] = {
-    "mnist": IdxDataset(
-        folder="mnist",
-        train_images=IdxFile(
-            "train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", 3, 60000
-        ),
-        train_labels=IdxFile(
-            "train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", 1, 60000
-        ),
-        test_images=IdxFile(
-            "t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", 3, 10000
-        ),
-        test_labels=IdxFile(
-            "t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", 1, 10000
-        ),
-        mirrors=(
-            "https://ossci-datasets.s3.amazonaws.com/mnist/",
-            "https://storage.googleapis.com/cvdf-datasets/mnist/",
-            "http://yann.lecun.com/exdb/mnist/",
-        ),
+    "mnist": _idx_set(
+        "mnist",
+        ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+         "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+         "https://storage.googleapis.com/cvdf-datasets/mnist/",
+         "http://yann.lecun.com/exdb/mnist/"),
     ),
-    "fashion_mnist": IdxDataset(
-        folder="fashion-mnist",
-        train_images=IdxFile(
-            "train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 3, 60000
-        ),
-        train_labels=IdxFile(
-            "train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 1, 60000
-        ),
-        test_images=IdxFile(
-            "t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", 3, 10000
-        ),
-        test_labels=IdxFile(
-            "t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 1, 10000
-        ),
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    "fashion_mnist": _idx_set(
+        "fashion-mnist",
+        ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+         "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     ),
-}
+}  # fmt: skip
 
 
 def default_cache_dir(settings: Settings | None = None) -> Path:

@@ -16,14 +16,15 @@ import numpy as np
 
 from searchsvc.errors import DataError
 
-__all__ = ["NpzData", "read_npz"]
+__all__ = ["RawData", "read_npz"]
 
 _SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class NpzData:
-    """The validated arrays of a ``.npz`` file; val/test are None when the file has none."""
+class RawData:
+    """A data set as read (a ``.npz`` file's validated arrays, or a built-in set's), before the
+    validation carve, the subset and the dtype casts; val/test are None when it has none."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -32,11 +33,11 @@ class NpzData:
     x_test: np.ndarray | None
     y_test: np.ndarray | None
     n_classes: int
-    class_names: tuple[str, ...] | None
-    image_shape: tuple[int, ...] | None
+    class_names: tuple[str, ...] | None = None
+    image_shape: tuple[int, ...] | None = None
 
 
-def read_npz(path: str | Path) -> NpzData:
+def read_npz(path: str | Path) -> RawData:
     """Read and validate ``path``; raises :class:`DataError` naming the file and the key."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -98,7 +99,7 @@ def read_npz(path: str | Path) -> NpzData:
             f"{path}: 'class_names' has {len(class_names)} names but the labels have "
             f"{n_classes} classes"
         )
-    return NpzData(
+    return RawData(
         x_train=xs["train"],
         y_train=ys["train"],
         x_val=xs["val"],
