@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import optuna
 
-from searchsvc.search.space import grid_search_space
 from searchsvc.study.options import (
     CmaEsSamplerSpec,
     GPSamplerSpec,
@@ -61,7 +60,7 @@ def build_sampler(spec: StudySpec, *, seed: int) -> optuna.samplers.BaseSampler:
                 seed=seed,
             )
         case GridSamplerSpec():
-            return _AskTellGridSampler(grid_search_space(spec.search_space), seed=seed)
+            return _AskTellGridSampler(spec.grid(), seed=seed)
         case NSGA2SamplerSpec():
             return optuna.samplers.NSGAIISampler(
                 population_size=options.population_size, seed=seed

@@ -12,7 +12,7 @@ import optuna
 
 from searchsvc.study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, ParamSpec
 
-__all__ = ["suggest_params", "grid_search_space", "to_distribution"]
+__all__ = ["suggest_params", "to_distribution"]
 
 
 def suggest_params(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -54,12 +54,3 @@ def to_distribution(spec: ParamSpec) -> optuna.distributions.BaseDistribution | 
         case CategoricalParam():
             return optuna.distributions.CategoricalDistribution(spec.choices)
     return None
-
-
-def grid_search_space(space: dict[str, ParamSpec]) -> dict[str, list[Any]]:
-    """The grid of a grid study: each categorical param's choices (the schema allows no others)."""
-    return {
-        name: list(spec.choices)
-        for name, spec in space.items()
-        if isinstance(spec, CategoricalParam)
-    }

@@ -157,9 +157,7 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
 def _check_grid(spec: StudySpec, base: dict[str, Any], check: Any) -> list[str]:
     import itertools
 
-    from searchsvc.search.space import grid_search_space
-
-    grid = grid_search_space(spec.search_space)
+    grid = spec.grid()
     problems = []
     for combination in itertools.product(*grid.values()):
         chosen = dict(zip(grid, combination, strict=True))

@@ -357,10 +357,15 @@ class StudySpec(_Strict):
     def primary(self) -> ObjectiveSpec:
         return self.objectives[0]
 
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid of a grid study: each categorical param's choices (the schema allows no
+        other searched params with a grid sampler)."""
+        return {
+            name: list(param.choices)
+            for name, param in self.search_space.items()
+            if isinstance(param, CategoricalParam)
+        }
+
     def grid_size(self) -> int:
         """The number of combinations a grid sampler enumerates."""
-        size = 1
-        for param in self.search_space.values():
-            if isinstance(param, CategoricalParam):
-                size *= len(param.choices)
-        return size
+        return math.prod(len(choices) for choices in self.grid().values())
