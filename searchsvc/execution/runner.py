@@ -301,15 +301,17 @@ def _result(run: StudyRun, outcome: RunOutcome, top: list[TrialSummary]) -> Stud
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
     """Keep the libraries' chatter off the user's terminal (our own progress line says it) and
-    the per-trial overhead low, for the duration of one run only: the process environment
-    (what this sets and what Ray's driver sets for itself) and the logger levels are put back
-    afterwards, so a Python caller's process is left as it was."""
+    the per-trial overhead low, for the duration of one run only: the variables set here and
+    the logger levels are put back afterwards, so a Python caller's process is left as it was.
+    What Ray's own driver sets for the process (``RAY_AUTH_MODE``, ``PYTHONBREAKPOINT``, ...)
+    stays: Ray's in-process state relies on it for the next ``ray.init`` (taking it away made
+    the next run's workers die)."""
     import warnings
 
     import optuna
 
     settings = {**_RAY_ENV, "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    saved_env = dict(os.environ)
+    saved_env = {key: os.environ.get(key) for key in settings}
     for key, value in settings.items():
         os.environ.setdefault(key, value)
     levels = {
@@ -328,10 +330,10 @@ def _quiet_libraries() -> Iterator[None]:
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
             yield
     finally:
-        for key in set(os.environ) - set(saved_env):
-            del os.environ[key]
         for key, value in saved_env.items():
-            if os.environ.get(key) != value:
+            if value is None:
+                os.environ.pop(key, None)
+            else:
                 os.environ[key] = value
         for name, level in saved_levels.items():
             logging.getLogger(name).setLevel(level)
