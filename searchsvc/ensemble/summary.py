@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["EnsembleSummary", "MemberWeight", "Scores"]
@@ -53,12 +53,10 @@ class EnsembleSummary:
     version: str | None = None
     champion: bool = False
     model_uri: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The ``summary.json`` form (``best_single`` also names its trial)."""
         data = dataclasses.asdict(self)
-        data.pop("extra")
         if data["best_single"] is not None:
             data["best_single"]["trial"] = self.best_single_trial
         return data
