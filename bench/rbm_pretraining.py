@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from searchsvc.data.datasets import load_dataset  # noqa: E402
-from searchsvc.trainer import Dataset, EpochReport  # noqa: E402
+from searchsvc.trainer import Dataset, EpochReport, FitOptions  # noqa: E402
 from trainers.mlp.params import INITS, parse_params  # noqa: E402
 from trainers.mlp.training import trainer  # noqa: E402
 
@@ -93,7 +93,7 @@ def train(data: Dataset, params: dict[str, Any], epochs: int, seed: int) -> Run:
         log.info("%s epoch %d: val_accuracy %.4f, %.3f s", run.init, rep.epoch,
                  rep.metrics["val_accuracy"], rep.metrics["epoch_time_s"])  # fmt: skip
 
-    trainer.fit(params, data, report, max_epochs=epochs, seed=seed)
+    trainer.fit(params, data, report, FitOptions(max_epochs=epochs, seed=seed))
     return run
 
 

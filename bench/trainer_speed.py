@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from searchsvc.data.datasets import load_dataset  # noqa: E402
-from searchsvc.trainer import EpochReport  # noqa: E402
+from searchsvc.trainer import EpochReport, FitOptions  # noqa: E402
 from trainers.mlp.training import trainer  # noqa: E402
 
 BATCH = 128
@@ -116,7 +116,7 @@ def main() -> None:
     def report(rep: EpochReport) -> None:
         epochs.append(dict(rep.metrics))
 
-    trainer.fit(PARAMS, data, report, max_epochs=2, seed=0)
+    trainer.fit(PARAMS, data, report, FitOptions(max_epochs=2, seed=0))
     rates_after = gemm_rate(BATCH)
     all_rate = max(rates_before[0], rates_after[0])
     run_rate = max(rates_before[1], rates_after[1])

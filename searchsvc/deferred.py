@@ -67,20 +67,28 @@ class DeferredWrites:
             self._pending.append((op, what))
             self._flush_once()
             return
+        outage = self._attempt(op, what)
+        if outage is None:
+            return
+        self._pending.append((op, what))
+        self._next_try = time.monotonic() + _RETRY_EVERY_S
+        logger.warning(
+            "MLflow at %s unreachable (%s); deferring %s and later writes until it answers",
+            self.tracking_uri, type(outage).__name__, what,
+        )  # fmt: skip
+
+    def _attempt(self, op: Callable[[], None], what: str) -> Exception | None:
+        """Do ``op``; the error when MLflow is unreachable (the caller keeps the write), else
+        None. A write MLflow refuses must not end a study of many trials: it is logged,
+        counted in ``lost_writes`` and dropped."""
         try:
             op()
         except Exception as exc:
-            if not _unreachable(exc):
-                # A write MLflow refuses must not end a study of many trials: say it and go on.
-                self.lost_writes += 1
-                logger.error("MLflow refused %s; it is not recorded: %s", what, exc)
-                return
-            self._pending.append((op, what))
-            self._next_try = time.monotonic() + _RETRY_EVERY_S
-            logger.warning(
-                "MLflow at %s unreachable (%s); deferring %s and later writes until it answers",
-                self.tracking_uri, type(exc).__name__, what,
-            )  # fmt: skip
+            if _unreachable(exc):
+                return exc
+            self.lost_writes += 1
+            logger.error("MLflow refused %s; it is not recorded: %s", what, exc)
+        return None
 
     def _flush_once(self) -> bool:
         """Write queued updates in order; returns True when nothing is left."""
@@ -91,14 +99,7 @@ class DeferredWrites:
         written = 0
         while self._pending:
             op, what = self._pending[0]
-            try:
-                op()
-            except Exception as exc:
-                if not _unreachable(exc):
-                    self.lost_writes += 1
-                    logger.error("deferred MLflow write failed for good (%s): %s", what, exc)
-                    self._pending.popleft()
-                    continue
+            if self._attempt(op, what) is not None:
                 self._next_try = time.monotonic() + _RETRY_EVERY_S
                 if written:
                     logger.warning("MLflow: wrote %d deferred updates, %d still waiting",

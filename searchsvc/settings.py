@@ -12,14 +12,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from searchsvc.errors import StudySpecError
 
 __all__ = ["VARIABLES", "Settings", "Variable"]
 
 
-@dataclass(frozen=True)
-class Variable:
+class Variable(NamedTuple):
     """One environment variable: its name, its default when unset, and what it sets."""
 
     name: str

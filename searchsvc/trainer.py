@@ -26,8 +26,9 @@ Writing your own trainer (complete: it runs as it stands)::
                 nn.Linear(n_features, width), nn.ReLU(), nn.Linear(width, n_classes)
             )
 
-        def fit(self, params, data, report, *, max_epochs, seed, device="cpu", resume_from=None):
-            torch.manual_seed(seed)
+        def fit(self, params, data, report, options):
+            device = options.device
+            torch.manual_seed(options.seed)
             net = self.build_network(params, data.n_features, data.n_classes).to(device)
             opt = torch.optim.Adam(net.parameters(), lr=float(params.get("lr", 1e-3)))
             x = torch.tensor(data.x_train, device=device)
@@ -35,7 +36,7 @@ Writing your own trainer (complete: it runs as it stands)::
             xv = torch.tensor(data.x_val, device=device)
             yv = torch.tensor(data.y_val, device=device)
             best_loss = float("inf")
-            for epoch in range(1, max_epochs + 1):
+            for epoch in range(1, options.max_epochs + 1):
                 net.train()
                 for idx in torch.randperm(len(x), device=device).split(128):
                     loss = F.cross_entropy(net(x[idx]), y[idx])
@@ -64,9 +65,10 @@ beside the study file and write ``trainer: trainers:my_trainer``).
 
 The contract, one channel for each thing:
 
-- ``fit(params, data, report, *, max_epochs, seed, device="cpu", resume_from=None)`` trains one
-  trial. ``params`` are the trial's hyperparameters only; ``device`` is ``"cpu"`` or
-  ``"cuda:0"``. It returns nothing: the service reads everything from the reports.
+- ``fit(params, data, report, options)`` trains one trial. ``params`` are the trial's
+  hyperparameters only; ``options`` (a :class:`FitOptions`) says how many epochs at most, from
+  which seed, on which device (``"cpu"`` or ``"cuda:0"``) and from which state to resume. It
+  returns nothing: the service reads everything from the reports.
 - ``report(EpochReport(...))`` once per epoch, in order; it returns nothing. **Stopping**: when
   the service stops a trial (a scheduler's early stop), ``report`` raises
   :class:`TrialStopped`; let it propagate (it is a ``BaseException``, so ``except Exception``
@@ -76,7 +78,7 @@ The contract, one channel for each thing:
 - **Divergence**: a report with ``diverged=True`` (the loss blew up) is the trial's last: the
   trial is recorded as diverged (pruned) and ``fit`` should return after it.
 - **Resume**: a trainer that sets ``supports_resume = True`` and puts a ``training_state`` in
-  its reports gets the latest one back as ``resume_from`` when a trial continues from its
+  its reports gets the latest one back as ``options.resume_from`` when a trial continues from its
   checkpoint (a retried worker, a paused trial, a trial a dead driver left unfinished), and
   goes on from the epoch after it. A ``training_state`` is plain data (tensors, numbers,
   strings, lists, dicts): it must load with ``torch.load(..., weights_only=True)``.
@@ -108,6 +110,7 @@ __all__ = [
     "BaseTrainer",
     "Dataset",
     "EpochReport",
+    "FitOptions",
     "ReportFn",
     "Trainer",
     "TrialStopped",
@@ -156,6 +159,27 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class FitOptions:
+    """How one trial trains: the service's side of ``fit``, in one value.
+
+    One record rather than keyword arguments so that the service can add a field without
+    breaking the trainers written against this contract.
+
+    Attributes:
+        max_epochs: the most epochs to train (the trial may stop earlier on its own).
+        seed: the trial's seed; the same params, data and seed give the same history on CPU.
+        device: ``"cpu"`` or a CUDA device such as ``"cuda:0"``.
+        resume_from: the ``training_state`` of the epoch to continue after, given only to a
+            trainer with ``supports_resume`` when the trial continues from a checkpoint.
+    """
+
+    max_epochs: int
+    seed: int
+    device: str = "cpu"
+    resume_from: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class EpochReport:
     """What a trainer reports at the end of one epoch.
 
@@ -170,7 +194,7 @@ class EpochReport:
         training_state: everything needed to resume training after this epoch (network,
             optimiser, scheduler, early-stopping bookkeeping, RNG) as plain data that loads
             with ``torch.load(..., weights_only=True)``, or ``None``. Passed back as
-            ``fit(resume_from=...)`` to a trainer with ``supports_resume``.
+            ``FitOptions.resume_from`` to a trainer with ``supports_resume``.
         files: artefacts produced this epoch, file name -> bytes (e.g. a PNG of activation
             histograms). The service stores them with the trial.
         diverged: the loss blew up (NaN/inf): this is the trial's last report, and the trial
@@ -224,21 +248,9 @@ class Trainer(Protocol):
         ...
 
     def fit(
-        self,
-        params: Mapping[str, Any],
-        data: Dataset,
-        report: ReportFn,
-        *,
-        max_epochs: int,
-        seed: int,
-        device: str = "cpu",
-        resume_from: Mapping[str, Any] | None = None,
+        self, params: Mapping[str, Any], data: Dataset, report: ReportFn, options: FitOptions
     ) -> None:
-        """Train one network with ``params`` on ``data``, reporting once per epoch.
-
-        ``resume_from`` is given only to a trainer with ``supports_resume``, to continue a
-        trial after the epoch of that ``training_state``.
-        """
+        """Train one network with ``params`` on ``data``, reporting once per epoch."""
         ...
 
 
@@ -249,7 +261,7 @@ class BaseTrainer:
     (as :class:`Trainer` declares them).
 
     Attributes:
-        supports_resume: ``fit`` continues from ``resume_from`` (default False: a trial
+        supports_resume: ``fit`` continues from ``options.resume_from`` (default False: a trial
             continued from a checkpoint starts again from epoch 1).
         has_weights: the reports carry ``best_state`` (default True; False for a trainer
             that trains nothing, whose trials cannot be ensemble members).

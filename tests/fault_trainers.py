@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from searchsvc.trainer import Dataset, EpochReport, ReportFn
+from searchsvc.trainer import Dataset, EpochReport, FitOptions, ReportFn
 from trainers.noop import NoopTrainer
 
 
@@ -21,17 +21,10 @@ class KillOnceTrainer(NoopTrainer):
     name = "kill_once"
 
     def fit(
-        self,
-        params: Mapping[str, Any],
-        data: Dataset,
-        report: ReportFn,
-        *,
-        max_epochs: int,
-        seed: int,
-        device: str = "cpu",
-        resume_from: Mapping[str, Any] | None = None,
+        self, params: Mapping[str, Any], data: Dataset, report: ReportFn, options: FitOptions
     ) -> None:
         marker = Path(params["marker"]) if "marker" in params else None
+        resume_from = options.resume_from
         if marker is not None and resume_from is not None:
             (marker.parent / f"resumed-{os.getpid()}-{resume_from['epoch']}").touch()
 
@@ -47,8 +40,7 @@ class KillOnceTrainer(NoopTrainer):
             report(epoch_report)
 
         clean = {k: v for k, v in params.items() if k not in ("marker", "sleep_s")}
-        super().fit(clean, data, report_then_maybe_die, max_epochs=max_epochs, seed=seed,
-                    device=device, resume_from=resume_from)  # fmt: skip
+        super().fit(clean, data, report_then_maybe_die, options)
 
 
 kill_once = KillOnceTrainer()

@@ -26,14 +26,14 @@ class StepTrainer(BaseTrainer):
     def build_network(self, params, n_features, n_classes):
         return nn.Linear(n_features, n_classes)
 
-    def fit(self, params, data, report, *, max_epochs, seed, device="cpu"):
-        torch.manual_seed(seed)
+    def fit(self, params, data, report, options):
+        torch.manual_seed(options.seed)
         net = self.build_network(params, data.n_features, data.n_classes)
         opt = torch.optim.SGD(net.parameters(), lr=float(params["lr"]))
         x, y = torch.tensor(data.x_train), torch.tensor(data.y_train)
         xv, yv = torch.tensor(data.x_val), torch.tensor(data.y_val)
         marker, pause = os.environ.get("STEP_MARKER"), float(os.environ.get("STEP_EPOCH_S", "0"))
-        for epoch in range(1, max_epochs + 1):
+        for epoch in range(1, options.max_epochs + 1):
             loss = F.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()

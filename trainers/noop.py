@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, ReportFn
+from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, FitOptions, ReportFn
 
 __all__ = ["NoopTrainer", "trainer"]
 
@@ -33,24 +33,18 @@ class NoopTrainer(BaseTrainer):
     has_weights: ClassVar[bool] = False
 
     def fit(
-        self,
-        params: Mapping[str, Any],
-        data: Dataset,
-        report: ReportFn,
-        *,
-        max_epochs: int,
-        seed: int,
-        device: str = "cpu",
-        resume_from: Mapping[str, Any] | None = None,
+        self, params: Mapping[str, Any], data: Dataset, report: ReportFn, options: FitOptions
     ) -> None:
+        """Report the made-up curve from the epoch after ``options.resume_from`` on."""
         if params.get("fail"):
             raise RuntimeError("noop trainer asked to fail (param fail=true)")
         lr = float(params.get("lr", 1e-2))
         base = (math.log10(lr) + 2.0) ** 2 + sum(
             float(v) ** 2 for k, v in params.items() if k.startswith("x") and isinstance(v, float)
         )
+        resume_from = options.resume_from
         start = int(resume_from["epoch"]) if resume_from else 0
-        for epoch in range(start + 1, max_epochs + 1):
+        for epoch in range(start + 1, options.max_epochs + 1):
             val_loss = base + 1.0 / epoch
             metrics = {
                 "train_loss": val_loss * 0.9,

@@ -12,7 +12,8 @@ __all__ = ["EnsembleSummary", "MemberWeight", "Scores"]
 
 @dataclass(frozen=True)
 class Scores:
-    """Accuracy, log-loss (``nll``) and 15-bin expected calibration error (``ece``)."""
+    """Accuracy, log-loss (``nll``) and expected calibration error (``ece``, 15 equal-width
+    confidence bins) of one set of class probabilities against the true labels."""
 
     accuracy: float
     nll: float

@@ -88,12 +88,12 @@ def build_scheduler(spec: StudySpec) -> TrialScheduler:
     options = spec.scheduler
     metric, mode = spec.primary.metric, spec.primary.mode
     max_t = spec.budget.max_epochs
+    # Every scheduler counts time in epochs on the primary objective.
+    on_objective = {"time_attr": _TIME_ATTR, "metric": metric, "mode": mode}
     match options:
         case AshaSchedulerSpec():
             return _ASHA(
-                time_attr=_TIME_ATTR,
-                metric=metric,
-                mode=mode,
+                **on_objective,
                 max_t=max_t,
                 grace_period=min(options.grace_period, max_t),
                 reduction_factor=options.reduction_factor,
@@ -103,21 +103,15 @@ def build_scheduler(spec: StudySpec) -> TrialScheduler:
             )
         case MedianSchedulerSpec():
             return _MEDIAN(
-                time_attr=_TIME_ATTR,
-                metric=metric,
-                mode=mode,
+                **on_objective,
                 grace_period=options.grace_period,
                 min_samples_required=options.min_samples_required,
             )
         case HyperbandSchedulerSpec():
             return _HYPERBAND(
-                time_attr=_TIME_ATTR,
-                metric=metric,
-                mode=mode,
-                max_t=max_t,
-                reduction_factor=options.reduction_factor,
+                **on_objective, max_t=max_t, reduction_factor=options.reduction_factor,
                 stop_last_trials=False,
-            )
+            )  # fmt: skip
         case NoSchedulerSpec():
             return _FIFO()
     raise AssertionError(f"unhandled scheduler {options!r}")

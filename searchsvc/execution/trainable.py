@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from searchsvc.search.trial_config import TrialTicket, params_of, ticket_of
-from searchsvc.trainer import Dataset, EpochReport, Trainer, TrialStopped
+from searchsvc.trainer import Dataset, EpochReport, FitOptions, Trainer, TrialStopped
 
 __all__ = [
     "CHECKPOINT_BEST",
@@ -60,7 +60,7 @@ class Resume:
     """A trial's checkpoint as loaded: where its trainer and its bookkeeping continue.
 
     Attributes:
-        state: the ``training_state`` of the checkpoint's epoch, for ``fit(resume_from=...)``.
+        state: the ``training_state`` of the checkpoint's epoch, for ``FitOptions.resume_from``.
         best_epoch: the epoch of the best weights so far (0 if none).
         best_state: those weights, or None.
     """
@@ -176,7 +176,7 @@ def run_trainer(
 ) -> None:
     """Run one trial of ``trainer`` and deliver each epoch's report through ``send``.
 
-    ``resume_from`` is passed to ``fit`` only when there is a state to resume from and the
+    ``FitOptions.resume_from`` is set only when there is a state to resume from and the
     trainer declares ``supports_resume``; asked to resume, any other trainer starts the trial
     again from epoch 1 and its earlier best weights are dropped (their epoch numbers belong
     to the abandoned run), with a warning.
@@ -187,7 +187,6 @@ def run_trainer(
     the report's files (None when there is nothing to save). ``send`` raises
     :class:`~searchsvc.trainer.TrialStopped` when the trial is stopped; it propagates.
     """
-    kwargs: dict[str, Any] = {"max_epochs": max_epochs, "seed": seed, "device": device}
     if resume is not None and not trainer.supports_resume:
         logger.warning(
             "trial %d: trainer %r does not support resume, so it cannot continue from its "
@@ -195,10 +194,12 @@ def run_trainer(
             number, trainer.name, resume.state.get("epoch", "?"),
         )  # fmt: skip
         resume = None
-    elif resume is not None:
-        kwargs["resume_from"] = resume.state
+    options = FitOptions(
+        max_epochs=max_epochs, seed=seed, device=device,
+        resume_from=resume.state if resume is not None else None,
+    )  # fmt: skip
     reporter = _Reporter(send, number=number, node_id=node_id, resume=resume)
-    trainer.fit(params, data, reporter, **kwargs)
+    trainer.fit(params, data, reporter, options)
 
 
 class _Reporter:

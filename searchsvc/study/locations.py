@@ -52,24 +52,10 @@ def resolve_paths(
     base = workdir or spec.workdir or settings.workdir
     folder = Path(base) if base else Path("runs") / spec.name
     folder = folder.expanduser().resolve()
-    tracking = (
-        _first(
-            check_tracking_uri,
-            ("--tracking-uri", tracking_uri),
-            ("tracking_uri", spec.tracking_uri),
-            ("MLFLOW_TRACKING_URI", settings.tracking_uri),
-        )
-        or f"sqlite:///{folder / 'mlflow.db'}"
-    )
-    storage_url = (
-        _first(
-            check_storage_url,
-            ("--storage", storage),
-            ("storage", spec.storage),
-            ("SEARCHSVC_STORAGE", settings.storage),
-        )
-        or f"sqlite:///{folder / 'optuna.db'}"
-    )
+    tracking = _given("tracking_uri", tracking_uri, spec, settings, check_tracking_uri)
+    storage_url = _given("storage", storage, spec, settings, check_storage_url)
+    tracking = tracking or f"sqlite:///{folder / 'mlflow.db'}"
+    storage_url = storage_url or f"sqlite:///{folder / 'optuna.db'}"
     remote = tracking.startswith(("http://", "https://", "databricks"))
     artifacts = None if remote else (folder / "mlartifacts").as_uri()
     return StudyPaths(
@@ -81,8 +67,24 @@ def resolve_paths(
     )
 
 
-def _first(check: Callable[[str], str], *sources: tuple[str, str | None]) -> str | None:
-    """The first location given, checked; a bad one names where it came from (nothing starts)."""
+# The environment variable behind each location a study file may name.
+_VARIABLE = {"tracking_uri": "MLFLOW_TRACKING_URI", "storage": "SEARCHSVC_STORAGE"}
+
+
+def _given(
+    key: str,
+    option: str | None,
+    spec: StudySpec,
+    settings: Settings,
+    check: Callable[[str], str],
+) -> str | None:
+    """Location ``key`` from the first place that gives it (its command-line option, the study
+    file, the environment), checked; a bad one names where it came from (nothing starts)."""
+    sources = (
+        (f"--{key.replace('_', '-')}", option),
+        (key, getattr(spec, key)),
+        (_VARIABLE[key], getattr(settings, key)),
+    )
     for origin, value in sources:
         if value:
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -97,17 +98,18 @@ class _Sound(BaseTrainer):
     def build_network(self, params, n_features, n_classes):
         return nn.Linear(n_features, n_classes)
 
-    def fit(self, params, data, report, *, max_epochs, seed, device="cpu", resume_from=None):
-        torch.manual_seed(seed)
+    def fit(self, params, data, report, options):
+        torch.manual_seed(options.seed)
         net = self.build_network(params, data.n_features, data.n_classes)
         opt = torch.optim.SGD(net.parameters(), lr=float(params.get("lr", 0.1)))
         start = 0
+        resume_from = options.resume_from
         if resume_from is not None:
             net.load_state_dict(resume_from["net"])
             opt.load_state_dict(resume_from["opt"])
             start = int(resume_from["epoch"])
         x, y = torch.tensor(data.x_train), torch.tensor(data.y_train)
-        for epoch in range(start + 1, max_epochs + 1):
+        for epoch in range(start + 1, options.max_epochs + 1):
             loss = nn.functional.cross_entropy(net(x), y)
             opt.zero_grad()
             loss.backward()
@@ -145,12 +147,11 @@ class _SwallowedStop(_Sound):
 
 
 class _ForgetfulResume(_Sound):
-    def fit(self, params, data, report, *, max_epochs, seed, device="cpu", resume_from=None):
-        if resume_from is not None:  # the defect: it keeps the epoch but not the weights
+    def fit(self, params, data, report, options):
+        if options.resume_from is not None:  # the defect: it keeps the epoch, not the weights
             fresh = self.build_network(params, data.n_features, data.n_classes).state_dict()
-            resume_from = {**resume_from, "net": fresh}
-        super().fit(params, data, report, max_epochs=max_epochs, seed=seed, device=device,
-                    resume_from=resume_from)  # fmt: skip
+            options = replace(options, resume_from={**options.resume_from, "net": fresh})
+        super().fit(params, data, report, options)
 
 
 class _MissingObjective(_Sound):

@@ -46,7 +46,7 @@ def training_state(
     rng: Mapping[str, Any],
     finished: Mapping[str, str] | None,
 ) -> dict[str, Any]:
-    """Everything ``fit(resume_from=...)`` needs, as CPU copies that training won't touch."""
+    """Everything ``FitOptions.resume_from`` needs, as CPU copies that training won't touch."""
     return {
         "format": _STATE_FORMAT,
         "epoch": epoch,

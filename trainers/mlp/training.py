@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, ReportFn
+from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, FitOptions, ReportFn
 from trainers.mlp.diagnostics import (
     GradNormMeter,
     activation_histogram_png,
@@ -100,29 +100,22 @@ class MLPTrainer(BaseTrainer):
         return build_mlp(parse_params(params), n_features, n_classes)
 
     def fit(
-        self,
-        params: Mapping[str, Any],
-        data: Dataset,
-        report: ReportFn,
-        *,
-        max_epochs: int,
-        seed: int,
-        device: str = "cpu",
-        resume_from: Mapping[str, Any] | None = None,
+        self, params: Mapping[str, Any], data: Dataset, report: ReportFn, options: FitOptions
     ) -> None:
-        """Train with ``params`` on ``data`` for up to ``max_epochs``, reporting every epoch.
+        """Train with ``params`` on ``data`` for up to ``options.max_epochs``, reporting every
+        epoch.
 
-        Deterministic on CPU for the same params, data and seed; ``resume_from`` (an earlier
-        report's ``training_state``) continues exactly where that epoch ended. A diverged
+        Deterministic on CPU for the same params, data and seed; ``options.resume_from`` (an
+        earlier report's ``training_state``) continues exactly where that epoch ended. A diverged
         epoch is reported (``diverged=True``) and ends the run; exceptions raised by
         ``report`` (the service's stop) propagate.
         """
-        run = _setup(params, data, max_epochs=max_epochs, seed=seed, device=device,
-                     resume_from=resume_from)  # fmt: skip
+        run = _setup(params, data, options)
         if run is None:
             return
+        resume_from = options.resume_from
         first_epoch = int(resume_from["epoch"]) + 1 if resume_from is not None else 1
-        for epoch in range(first_epoch, max_epochs + 1):
+        for epoch in range(first_epoch, options.max_epochs + 1):
             epoch_report, finished = _epoch(run, epoch)
             log.debug("epoch %d: %s", epoch, epoch_report.metrics)
             report(epoch_report)
@@ -152,23 +145,16 @@ class _Run:
     max_epochs: int
 
 
-def _setup(
-    params: Mapping[str, Any],
-    data: Dataset,
-    *,
-    max_epochs: int,
-    seed: int,
-    device: str,
-    resume_from: Mapping[str, Any] | None,
-) -> _Run | None:
+def _setup(params: Mapping[str, Any], data: Dataset, options: FitOptions) -> _Run | None:
     """Build (or restore) the trial's network, optimiser and bookkeeping; None when the
     resumed state's epoch had already ended the run."""
+    max_epochs, seed, resume_from = options.max_epochs, options.seed, options.resume_from
     p = parse_params(params)
     if max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
     if len(data.x_train) == 0 or len(data.x_val) == 0:
         raise ValueError(f"data set {data.name!r} has an empty train or validation split")
-    dev = torch.device(device)
+    dev = torch.device(options.device)
     torch.manual_seed(seed)
     model = build_mlp(p, data.n_features, data.n_classes).to(dev)
     optimizer = make_optimizer(model, p, dev)

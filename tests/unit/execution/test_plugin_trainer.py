@@ -24,7 +24,7 @@ from searchsvc.execution.trainable import (
     load_checkpoint,
     run_trainer,
 )
-from searchsvc.trainer import BaseTrainer, Dataset, EpochReport
+from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, FitOptions
 from tests.helpers import docstring_example, load_example
 from trainers.mlp.training import trainer as mlp_trainer
 
@@ -122,7 +122,7 @@ def test_trainer_without_resume_support_asked_to_resume_starts_again_with_a_warn
 
 
 class SpyTrainer(BaseTrainer):
-    """Records the keywords ``fit`` gets; reports one epoch."""
+    """Records the options ``fit`` gets; reports one epoch."""
 
     name = "spy"
     objective_metrics = frozenset({"val_loss"})
@@ -134,8 +134,8 @@ class SpyTrainer(BaseTrainer):
     def build_network(self, params: Mapping[str, Any], n_features: int, n_classes: int) -> Any:
         return torch.nn.Linear(n_features, n_classes)
 
-    def fit(self, params: Any, data: Any, report: Any, **kwargs: Any) -> None:
-        self.calls.append({"params": params, **kwargs})
+    def fit(self, params: Any, data: Any, report: Any, options: FitOptions) -> None:
+        self.calls.append({"params": params, "options": options})
         report(EpochReport(1, {"val_loss": 1.0}))
 
 
@@ -147,8 +147,8 @@ def test_resume_from_is_passed_only_when_there_is_a_checkpoint(
     state = {"epoch": 4, "anything": 1}
     run(spy, synthetic, Sent(tmp_path / "b"), resume=Resume(state, 0, None))
     fresh, resumed = spy.calls
-    assert fresh == {"params": {"lr": 0.1}, "max_epochs": 3, "seed": 0, "device": "cpu"}
-    assert resumed["resume_from"] is state
+    assert fresh == {"params": {"lr": 0.1}, "options": FitOptions(3, 0, "cpu", None)}
+    assert resumed["options"].resume_from is state
 
 
 def test_mlp_trial_resumes_from_the_checkpoint_folder_the_runner_wrote(
@@ -178,7 +178,7 @@ def test_a_diverged_report_reaches_the_searcher_as_the_diverged_key(
     synthetic: Dataset, tmp_path: Path
 ) -> None:
     class Diverging(SpyTrainer):
-        def fit(self, params: Any, data: Any, report: Any, **kwargs: Any) -> None:
+        def fit(self, params: Any, data: Any, report: Any, options: FitOptions) -> None:
             report(EpochReport(1, {"val_loss": float("inf")}, diverged=True))
 
     sent = Sent(tmp_path)

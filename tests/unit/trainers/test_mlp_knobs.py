@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from searchsvc.data.datasets import load_dataset
-from searchsvc.trainer import Dataset, EpochReport
+from searchsvc.trainer import Dataset, EpochReport, FitOptions
 from trainers.mlp.epoch import batch_loss
 from trainers.mlp.layers import Maxout
 from trainers.mlp.optim import apply_max_norm, make_optimizer
@@ -38,9 +38,8 @@ def fit(
 ) -> tuple[list[EpochReport], bool]:
     """The reports, and whether the run ended without diverging."""
     reports: list[EpochReport] = []
-    trainer.fit(
-        {"diagnostics": False, **params}, data, reports.append, max_epochs=epochs, seed=seed
-    )
+    options = FitOptions(max_epochs=epochs, seed=seed)
+    trainer.fit({"diagnostics": False, **params}, data, reports.append, options)
     return reports, not (reports and reports[-1].diverged)
 
 

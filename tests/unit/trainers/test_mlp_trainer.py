@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from searchsvc.data.datasets import load_dataset
-from searchsvc.trainer import Dataset, EpochReport, Trainer, TrialStopped
+from searchsvc.trainer import Dataset, EpochReport, FitOptions, Trainer, TrialStopped
 from trainers.mlp.diagnostics import capture_activations, layer_stats
 from trainers.mlp.epoch import TRAIN_EVAL_SAMPLES, evaluate, train_eval_indices
 from trainers.mlp.training import MLPTrainer, trainer
@@ -73,7 +73,7 @@ def run(
 ) -> tuple[Recorder, Fitted]:
     rec = Recorder(stop_after)
     try:
-        trainer.fit(params, data, rec, max_epochs=epochs, seed=seed, resume_from=resume_from)
+        trainer.fit(params, data, rec, FitOptions(epochs, seed, resume_from=resume_from))
     except TrialStopped:
         return rec, _fitted(rec, stopped=True)
     return rec, _fitted(rec, stopped=False)
@@ -305,7 +305,7 @@ def test_exception_raised_in_report_propagates(synthetic: Dataset) -> None:
         raise SchedulerStop
 
     with pytest.raises(SchedulerStop):
-        trainer.fit(SMALL, synthetic, report, max_epochs=3, seed=0)
+        trainer.fit(SMALL, synthetic, report, FitOptions(max_epochs=3, seed=0))
 
 
 def test_best_state_is_the_best_epoch_and_loads_into_build_network(synthetic: Dataset) -> None:

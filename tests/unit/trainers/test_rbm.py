@@ -15,7 +15,7 @@ import torch
 
 from searchsvc.data.datasets import load_dataset
 from searchsvc.study.loader import load_study
-from searchsvc.trainer import Dataset, EpochReport
+from searchsvc.trainer import Dataset, EpochReport, FitOptions
 from tests.helpers import REPO, base_study
 from trainers.mlp import training as mlp_module
 from trainers.mlp.params import INITS, parse_params
@@ -51,9 +51,7 @@ def run(
 ) -> tuple[list[EpochReport], int]:
     """The reports, and the best epoch (of the latest report with weights; 0 if none)."""
     reports: list[EpochReport] = []
-    trainer.fit(
-        params, data, reports.append, max_epochs=epochs, seed=seed, resume_from=resume_from
-    )
+    trainer.fit(params, data, reports.append, FitOptions(epochs, seed, resume_from=resume_from))
     return reports, max((r.epoch for r in reports if r.best_state is not None), default=0)
 
 
