@@ -210,6 +210,8 @@ def _print_ensemble(ensemble: Any) -> None:  # an EnsembleSummary (imported lazi
                 label, f"{scores.accuracy:.4f}", f"{scores.nll:.4f}", f"{scores.ece:.4f}"
             )
     out.print(table)
+    for skipped in ensemble.skipped:
+        out.print(f"skipped trial {skipped.trial}: {skipped.reason}", markup=False)
     if ensemble.model_uri:
         out.print(f"ensemble model: {ensemble.model_uri}", highlight=False)
 

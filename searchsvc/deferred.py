@@ -19,14 +19,14 @@ from pathlib import Path
 
 from searchsvc.errors import TrackingError
 
-__all__ = ["DeferredWrites"]
+__all__ = ["DeferredWrites", "unreachable"]
 
 logger = logging.getLogger(__name__)
 
 _RETRY_EVERY_S = 2.0
 
 
-def _unreachable(exc: BaseException) -> bool:
+def unreachable(exc: BaseException) -> bool:
     """True when MLflow could not be reached or answered with a server error (5xx): down,
     restarting, or its own database away. A client error (4xx) is a bad request, not an outage.
     """
@@ -84,7 +84,7 @@ class DeferredWrites:
         try:
             op()
         except Exception as exc:
-            if _unreachable(exc):
+            if unreachable(exc):
                 return exc
             self.lost_writes += 1
             logger.error("MLflow refused %s; it is not recorded: %s", what, exc)
@@ -152,7 +152,7 @@ class DeferredWrites:
                 write()
                 return
             except Exception as exc:
-                if not _unreachable(exc):
+                if not unreachable(exc):
                     raise
         # The caller's folder may vanish (temporary dirs, Ray replacing checkpoints): copy it.
         copy = self._spooled(folder)

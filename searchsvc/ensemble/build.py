@@ -3,37 +3,40 @@
 Selection sees only the validation split; the test split is evaluated once, afterwards, for
 the best single trial and the ensemble, and only reported.
 
-The "best single" trial is the best completed trial by the study's primary objective among
-those with stored weights; its number is recorded, and a warning says so when the overall best
-trial had no stored model and could not be that trial.
+The candidates are the best completed trials whose stored model loads and predicts (see
+``candidates``: a bad trial is skipped and the next best takes its place). The "best single"
+trial is the best of them by the study's primary objective; its number is recorded, and a
+warning says so when the overall best trial was skipped and could not be that trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-from searchsvc.ensemble.members import load_members_dir, rebuild_network, write_members_dir
+from searchsvc.deferred import unreachable
+from searchsvc.ensemble.candidates import Candidate, gather_candidates
+from searchsvc.ensemble.members import load_members_dir, write_members_dir
 from searchsvc.ensemble.metrics import accuracy, log_loss, scores
 from searchsvc.ensemble.predictor import Ensemble, Member, feature_range_of, member_val_probs
 from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
 from searchsvc.ensemble.selection import select_greedy, select_top_k
 from searchsvc.ensemble.summary import EnsembleSummary, MemberWeight, Scores
-from searchsvc.errors import EnsembleError
+from searchsvc.errors import EnsembleError, TrackingError
 from searchsvc.study.locations import StudyPaths
 from searchsvc.study.spec import StudySpec
 from searchsvc.study_run import StudyRun
 from searchsvc.tracking import MODEL_DIR, StudyTracker
-from searchsvc.trainer import Dataset, Trainer
+from searchsvc.trainer import Dataset
 
 if TYPE_CHECKING:
     import optuna
@@ -43,9 +46,6 @@ __all__ = ["build_study_ensemble", "best_single_index", "ENSEMBLE_MODEL_NAME"]
 logger = logging.getLogger(__name__)
 
 ENSEMBLE_MODEL_NAME = "ensemble"
-
-_Candidate = tuple[Member, Path, Any]
-"""A candidate member: its record, its stored state dict, its rebuilt network."""
 
 
 def build_study_ensemble(
@@ -64,8 +64,8 @@ def build_study_ensemble(
     ``ensemble/summary.json``).
 
     Raises:
-        EnsembleError: the study has no completed trial, or none of the best ``candidates``
-            completed trials has stored weights.
+        EnsembleError: the study has no completed trial, or none has a stored model that loads.
+        TrackingError: MLflow is unreachable (rerun ``searchsvc ensemble`` once it answers).
     """
     from searchsvc.search.storage import top_trials
 
@@ -73,23 +73,26 @@ def build_study_ensemble(
     method = method or spec.ensemble.method
     size = size or spec.ensemble.size
     n_candidates = candidates or spec.ensemble.candidates
-    best = top_trials(run.study, spec, n_candidates)
-    runs = tracker.trial_runs()
+    ranked = top_trials(run.study, spec, None)
+    if not ranked:
+        raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
+    runs = _trial_runs(tracker)
     with tempfile.TemporaryDirectory(prefix="searchsvc-ens-") as tmp:
         folder = Path(tmp)
-        pool = _candidate_pool(best, runs, tracker, trainer, data, folder)
-        if not best:
-            raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
+        pool, skipped = gather_candidates(
+            ranked, runs, _downloader(tracker), trainer, data, folder, n_candidates
+        )
         if not pool:
             raise EnsembleError(
-                f"study {spec.name!r}: none of its {len(best)} best completed trials has "
-                "stored weights"
+                f"study {spec.name!r}: none of its {len(ranked)} completed trials has a stored "
+                f"model that loads ({len(skipped)} skipped; see the warnings)"
             )
-        single = best_single_index([m for m, _, _ in pool], spec.primary.mode)
-        _warn_if_best_is_not_single(spec, best[0], pool[single][0])
+        members = [c.member for c in pool]
+        single = best_single_index(members, spec.primary.mode)
+        _warn_if_best_is_not_single(spec, ranked[0], members[single])
 
-        # Validation predictions of every candidate, computed once.
-        val_probs = member_val_probs([n for _, _, n in pool], data.x_val)
+        # Validation predictions of every candidate, computed once (by gather_candidates).
+        val_probs = np.stack([c.val_probs for c in pool])
         if method == "greedy":
             weights = select_greedy(val_probs, data.y_val, size, init_size=min(3, len(pool)))
         else:
@@ -97,66 +100,51 @@ def build_study_ensemble(
         members_dir = _write_members(pool, weights, folder / "members", spec, data)
         ensemble = load_members_dir(members_dir)
         summary = _summary(method, ensemble, weights, val_probs, pool, single, data)
+        summary.skipped = skipped
         _log_to_parent(tracker, paths, spec, members_dir, data, summary)
     return summary
 
 
-def _candidate_pool(
-    best: list[optuna.trial.FrozenTrial],
-    runs: dict[int, str],
-    tracker: StudyTracker,
-    trainer: Trainer,
-    data: Dataset,
-    folder: Path,
-) -> list[_Candidate]:
-    """The best trials with stored weights, downloaded into ``folder``, networks rebuilt."""
-    pool: list[_Candidate] = []
-    for trial in best:
-        run_id = runs.get(trial.number)
-        if run_id is None:
-            logger.warning("trial %d has no MLflow run; not a candidate", trial.number)
-            continue
-        try:
-            local = Path(tracker.client.download_artifacts(run_id, MODEL_DIR, str(folder)))
-        except Exception:  # a trial without stored weights cannot be a member
-            logger.warning("trial %d has no stored model; not a candidate", trial.number)
-            continue
-        target = folder / f"trial_{trial.number}"
-        local.rename(target)
-        info = json.loads((target / "params.json").read_text())
-        state = _load_state(target / "state_dict.pt")
-        network = rebuild_network(
-            trainer, info["params"], data.n_features, data.n_classes, state,
-            who=f"trial {trial.number}",
-        )  # fmt: skip
-        member = Member(
-            trial.number, 1.0, info["params"], float(trial.values[0]), seed=info.get("seed")
-        )
-        pool.append((member, target / "state_dict.pt", network))
-    return pool
+def _trial_runs(tracker: StudyTracker) -> dict[int, str]:
+    """Trial number -> MLflow run id; an outage is said as one, not as missing models."""
+    try:
+        return tracker.trial_runs()
+    except Exception as exc:
+        if unreachable(exc):
+            raise TrackingError(f"tracking server unreachable: {type(exc).__name__}") from None
+        raise
+
+
+def _downloader(tracker: StudyTracker) -> Callable[[str, Path], Path]:
+    """A trial's stored model (``model/``) downloaded from its run into a folder."""
+
+    def download(run_id: str, folder: Path) -> Path:
+        return Path(tracker.client.download_artifacts(run_id, MODEL_DIR, str(folder)))
+
+    return download
 
 
 def _warn_if_best_is_not_single(
     spec: StudySpec, best: optuna.trial.FrozenTrial, single_member: Member
 ) -> None:
-    """Warns when the best trial had no stored model, so 'best single' is another trial."""
+    """Warns when the best trial was skipped, so 'best single' is another trial."""
     if single_member.trial_number != best.number:
         # The label must not move silently: say which trial the scores belong to and why.
         logger.warning(
-            "best trial %d (%s=%.6g) has no stored model; 'best single' is trial %d "
-            "(%s=%.6g), the best with one",
+            "best trial %d (%s=%.6g) has no stored model that loads; 'best single' is trial "
+            "%d (%s=%.6g), the best with one",
             best.number, spec.primary.metric, best.values[0],
             single_member.trial_number, spec.primary.metric, single_member.val_score,
         )  # fmt: skip
 
 
 def _write_members(
-    pool: list[_Candidate], weights: np.ndarray, out: Path, spec: StudySpec, data: Dataset
+    pool: list[Candidate], weights: np.ndarray, out: Path, spec: StudySpec, data: Dataset
 ) -> Path:
     """Writes the candidates with a positive weight as the members directory ``out``."""
     entries = [
-        (dataclasses.replace(m, weight=float(w)), path)
-        for (m, path, _), w in zip(pool, weights, strict=True)
+        (dataclasses.replace(c.member, weight=float(w)), c.state_path)
+        for c, w in zip(pool, weights, strict=True)
         if w > 0
     ]
     return write_members_dir(
@@ -177,12 +165,12 @@ def _summary(
     ensemble: Ensemble,
     weights: np.ndarray,
     val_probs: np.ndarray,
-    pool: list[_Candidate],
+    pool: list[Candidate],
     single: int,
     data: Dataset,
 ) -> EnsembleSummary:
     """Validation scores of the ensemble and the best single trial; test scores if any."""
-    single_member = pool[single][0]
+    single_member = pool[single].member
     val_ensemble = np.tensordot(weights / weights.sum(), val_probs, axes=1)
     summary = EnsembleSummary(
         method=method,
@@ -193,7 +181,7 @@ def _summary(
         best_single_val_nll=log_loss(val_probs[single], data.y_val),
     )
     if data.x_test is not None and data.y_test is not None:
-        single_probs = member_val_probs([pool[single][2]], data.x_test)[0]
+        single_probs = member_val_probs([pool[single].network], data.x_test)[0]
         summary.best_single = Scores(**scores(single_probs, data.y_test))
         summary.ensemble = Scores(**ensemble.evaluate(data.x_test, data.y_test))
     return summary
@@ -219,12 +207,6 @@ def best_single_index(members: list[Member], mode: str) -> int:
         return (unusable, 0.0 if unusable else sign * float(score), index)
 
     return min(range(len(members)), key=key)
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _log_to_parent(

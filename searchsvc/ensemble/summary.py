@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EnsembleSummary", "MemberWeight", "Scores"]
+__all__ = ["EnsembleSummary", "MemberWeight", "Scores", "SkippedTrial"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ class MemberWeight:
     weight: float
 
 
+@dataclass(frozen=True)
+class SkippedTrial:
+    """A completed trial left out of the candidates, and why (one line)."""
+
+    trial: int
+    reason: str
+
+
 @dataclass
 class EnsembleSummary:
     """The ensemble of a study, chosen on the validation split and reported on the test split.
@@ -39,6 +47,8 @@ class EnsembleSummary:
         best_single_trial: the best completed trial with stored weights.
         best_single_val_nll: that trial on the validation split.
         best_single, ensemble: test-split scores (None when the data has no test split).
+        skipped: completed trials passed over because their stored model is missing or
+            unusable (the next best took their place).
         version: the registered model version; ``champion``: whether the alias moved to it;
             ``model_uri``: how to load it.
     """
@@ -51,6 +61,7 @@ class EnsembleSummary:
     best_single_val_nll: float
     best_single: Scores | None = None
     ensemble: Scores | None = None
+    skipped: list[SkippedTrial] = dataclasses.field(default_factory=list)
     version: str | None = None
     champion: bool = False
     model_uri: str | None = None

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from searchsvc.ensemble.summary import EnsembleSummary
-from searchsvc.errors import EnsembleError
+from searchsvc.errors import SearchsvcError
 from searchsvc.search.storage import TrialSummary
 from searchsvc.signals import reassert_stop_signals, signal_handlers_kept
 from searchsvc.study.loader import Study
@@ -259,12 +259,21 @@ def _summarise(run: StudyRun) -> list[TrialSummary]:
 def _ensemble(run: StudyRun, console: Console) -> EnsembleSummary | None:
     from searchsvc.ensemble.build import build_study_ensemble
 
+    # The search itself succeeded: whatever goes wrong here is said, and the study still ends
+    # (report written, parent run ended, claim released); `searchsvc ensemble` builds it later.
+    again = f"rerun `searchsvc ensemble {run.where}` to build it"
     try:
         return build_study_ensemble(run)
-    except EnsembleError as exc:  # the search itself succeeded; say why there is no ensemble
+    except SearchsvcError as exc:
         logger.warning("no ensemble: %s", exc)
-        console.print(f"no ensemble: {exc}")
-        return None
+        console.print(f"no ensemble: {exc}; {again}", highlight=False, markup=False)
+    except Exception as exc:
+        logger.exception("the ensemble build failed")
+        console.print(
+            f"no ensemble: the build failed ({type(exc).__name__}: {exc}); {again}",
+            highlight=False, markup=False,
+        )  # fmt: skip
+    return None
 
 
 def _report(run: StudyRun) -> Path | None:

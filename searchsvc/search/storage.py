@@ -276,8 +276,10 @@ class TrialSummary:
         )  # fmt: skip
 
 
-def top_trials(study: optuna.Study, spec: StudySpec, n: int) -> list[optuna.trial.FrozenTrial]:
-    """The best ``n`` completed trials by the primary objective."""
+def top_trials(
+    study: optuna.Study, spec: StudySpec, n: int | None
+) -> list[optuna.trial.FrozenTrial]:
+    """The best ``n`` completed trials by the primary objective (all of them for None)."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     reverse = spec.primary.maximize
     return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:n]

@@ -28,7 +28,7 @@ from tests.helpers import base_study
     ids=["refused", "500-json", "503-json", "503-text"],
 )
 def test_an_outage_or_server_error_is_deferred(error):
-    assert deferred._unreachable(error)
+    assert deferred.unreachable(error)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_an_outage_or_server_error_is_deferred(error):
     ids=["400", "404", "other"],
 )
 def test_a_refused_request_is_not_mistaken_for_an_outage(error):
-    assert not deferred._unreachable(error)
+    assert not deferred.unreachable(error)
 
 
 @pytest.fixture
