@@ -18,6 +18,7 @@ __all__ = [
     "INTERRUPTED",
     "PARENT_RUN",
     "REASON",
+    "RESTARTED",
     "RESUME_OF",
     "SEED_OF",
     "TAG_PARENT",
@@ -26,6 +27,7 @@ __all__ = [
     "TAG_ROLE",
     "TAG_STATE",
     "TAG_STUDY",
+    "TAG_SUPERSEDED_BY",
     "TAG_TRIAL",
     "TAG_VAL_NLL",
     "trial_tag",
@@ -46,6 +48,9 @@ CHECKPOINT = "checkpoint"
 """The trial's latest Ray checkpoint: ``{"path": folder, "epoch": n, "curves": {...}}``."""
 RESUME_OF = "resume_of"
 """The interrupted trial this one continues."""
+RESTARTED = "restarted"
+"""True on a trial that was to continue an interrupted one but started again from epoch 1
+(its checkpoint was gone or its trainer cannot resume): its values are its own."""
 SEED_OF = "seed_of"
 """The trial number the seed derives from (the first of a resumed chain)."""
 INTERRUPTED = "interrupted"
@@ -70,6 +75,7 @@ TAG_ROLE = "searchsvc.role"  # "parent" on the study's run
 TAG_TRIAL = "searchsvc.trial_number"
 TAG_STATE = "searchsvc.state"  # COMPLETE | PRUNED | FAILED | RUNNING | INTERRUPTED
 TAG_RESUMED_FROM = "searchsvc.resumed_from_trial"
+TAG_SUPERSEDED_BY = "searchsvc.superseded_by"  # the run of a restart that did not continue this
 TAG_REASON = "searchsvc.reason"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_VAL_NLL = "val_nll"  # on a registered ensemble's model version

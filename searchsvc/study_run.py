@@ -221,7 +221,9 @@ class StudyRun:
             return 0
         stale = self.tracker.close_stale_trial_runs()
         if self.study is not None:
-            self.tracker.adopt_interrupted_runs(resumed_trials(self.study))
+            self.tracker.adopt_interrupted_runs(
+                resumed_trials(self.study), metric=self.spec.primary.metric
+            )
             self.study.set_user_attr(keys.PARENT_RUN, parent)
         return stale
 

@@ -38,6 +38,7 @@ import numpy as np
 import pytest
 
 from searchsvc.execution.trainable import Resume, load_checkpoint, run_trainer
+from searchsvc.search.trial_config import RESUMED_AFTER
 from searchsvc.trainer import BaseTrainer, Dataset, Trainer, TrialStopped
 
 __all__ = [
@@ -86,7 +87,8 @@ class Trial:
     stopped: bool = False
 
     def history(self) -> list[dict[str, Any]]:
-        """Every epoch's metrics without timings (names ending ``time_s``) or the node."""
+        """Every epoch's metrics without timings (names ending ``time_s``), the node or where the
+        trial continued from."""
         return [
             {k: _comparable(v) for k, v in r.items() if not _volatile(k)} for r in self.results
         ]
@@ -255,8 +257,9 @@ class TrainerContract:
 
 
 def _volatile(key: str) -> bool:
-    """Timings and the node differ between two identical runs."""
-    return key.endswith("time_s") or key == "node_id"
+    """Timings and the node differ between two identical runs; where a trial continued from
+    is the service's bookkeeping, not the trainer's history."""
+    return key.endswith("time_s") or key in ("node_id", RESUMED_AFTER)
 
 
 def _comparable(value: Any) -> Any:

@@ -52,6 +52,7 @@ class StudyTracker:
         self.experiment_id = ""
         self.parent_run_id = ""
         self._trial_runs: dict[int, str] = {}
+        self._logged_through: dict[int, int] = {}  # adopted trial -> last epoch in its run
         self._real_ids: dict[str, str] = {}  # placeholder run id -> MLflow run id
         self._deferred = DeferredWrites(tracking_uri)
 
@@ -192,13 +193,16 @@ class StudyTracker:
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(stale)
 
-    def adopt_interrupted_runs(self, resumed: Mapping[int, int]) -> int:
+    def adopt_interrupted_runs(self, resumed: Mapping[int, int], *, metric: str) -> int:
         """Hand each interrupted trial's run to the trial that resumes it; returns how many.
 
         ``resumed`` maps an interrupted trial number to its successor's. The run is retagged
         with the new number, and ``start_trial`` continues it: one MLflow run per configuration,
         its epochs in one history. A run already handed on (a driver that died twice before
-        the successor started) is found under the successor's number.
+        the successor started) is found under the successor's number. The last epoch of
+        ``metric`` in the run is remembered (``logged_through``): the dead driver may have
+        logged an epoch after the checkpoint the successor continues from, and the successor
+        must not log it a second time.
         """
         if not resumed:
             return 0
@@ -211,6 +215,8 @@ class StudyTracker:
             tags = [RunTag(keys.TAG_TRIAL, str(new)), RunTag(keys.TAG_RESUMED_FROM, str(old))]
             self.client.log_batch(run_id, tags=tags)
             self._trial_runs[new] = run_id
+            history = self.client.get_metric_history(run_id, metric)
+            self._logged_through[new] = max((m.step for m in history), default=0)
             adopted += 1
         logger.info("continuing %d interrupted trial run(s) in MLflow", adopted)
         return adopted
@@ -253,6 +259,39 @@ class StudyTracker:
 
         self._write(create, f"trial {number} start")
         return self._trial_runs[number]
+
+    def logged_through(self, number: int) -> int:
+        """The last epoch already in the run trial ``number`` continues (0 for a new run)."""
+        return self._logged_through.get(number, 0)
+
+    def restart_trial(
+        self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> str:
+        """A new child run for trial ``number``, which was to continue an interrupted trial's
+        run but started again from epoch 1.
+
+        MLflow cannot delete logged metric values, so the restart's epochs get a run of their
+        own; the adopted run goes back to the interrupted trial (its ``searchsvc.trial_number``
+        is restored from ``searchsvc.resumed_from_trial``), ends KILLED and is tagged
+        ``searchsvc.superseded_by`` the new run.
+        """
+        old = self._trial_runs.pop(number, None)
+        self._logged_through.pop(number, None)
+        new = self.start_trial(number, params, tags)
+        if old is None:
+            return new
+
+        def hand_back() -> None:
+            old_id = self._run_id(old)
+            previous = self.client.get_run(old_id).data.tags.get(keys.TAG_RESUMED_FROM, "")
+            self.client.log_batch(old_id, tags=[
+                RunTag(keys.TAG_TRIAL, previous), RunTag(keys.TAG_STATE, "INTERRUPTED"),
+                RunTag(keys.TAG_SUPERSEDED_BY, self._run_id(new)),
+            ])  # fmt: skip
+            self.client.set_terminated(old_id, status="KILLED")
+
+        self._write(hand_back, f"trial {number} restart")
+        return new
 
     def set_trial_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         batch = [RunTag(k, _short(v)) for k, v in tags.items()]

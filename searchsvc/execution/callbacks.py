@@ -21,7 +21,7 @@ from searchsvc import keys
 from searchsvc.execution.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
 from searchsvc.search.searcher import OptunaSearcher, TrialOutcome, TrialState
 from searchsvc.search.storage import heartbeat
-from searchsvc.search.trial_config import params_of, ticket_of
+from searchsvc.search.trial_config import RESUMED_AFTER, params_of, ticket_of
 from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import StudyTracker
 
@@ -35,7 +35,7 @@ RAY_RESULT_KEYS = frozenset(
         "hostname", "node_ip", "time_since_restore", "iterations_since_restore", "date",
         "done", "trial_id", "experiment_tag", "config", "checkpoint_dir_name",
         "should_checkpoint", "timesteps_total", "episodes_total", "timesteps_since_restore",
-        "epoch", "node_id",
+        "epoch", "node_id", RESUMED_AFTER,
     }
 )  # fmt: skip
 
@@ -59,6 +59,10 @@ class TrackingCallback(Callback):
         self._runs: dict[str, str] = {}
         self._checkpoints: dict[str, str] = {}
         self._node_tagged: set[str] = set()
+        self._restarts: set[str] = set()
+        # Trial id -> the last epoch in its run: an epoch is logged once per run, also when
+        # a retried worker or a successor trial reports again epochs already logged.
+        self._logged_through: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Tune pickles callbacks into its experiment state; nothing there to restore
@@ -72,6 +76,10 @@ class TrackingCallback(Callback):
             {**params_of(trial.config), "seed": ticket.seed},
             tags={"ray_trial_id": trial.trial_id},
         )
+        logged = self._tracker.logged_through(ticket.number)
+        self._logged_through[trial.trial_id] = max(
+            self._logged_through.get(trial.trial_id, 0), logged
+        )
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
@@ -79,13 +87,28 @@ class TrackingCallback(Callback):
         run_id = self._runs.get(trial.trial_id)
         if run_id is None:
             return
+        if trial.trial_id in self._searcher.restarted and trial.trial_id not in self._restarts:
+            # It was to continue an interrupted trial's run but started again from epoch 1.
+            self._restarts.add(trial.trial_id)
+            ticket = ticket_of(trial.config)
+            run_id = self._tracker.restart_trial(
+                ticket.number,
+                {**params_of(trial.config), "seed": ticket.seed},
+                tags={"ray_trial_id": trial.trial_id},
+            )
+            self._runs[trial.trial_id] = run_id
+            self._logged_through[trial.trial_id] = 0
         if trial.trial_id not in self._node_tagged and result.get("node_ip"):
             self._node_tagged.add(trial.trial_id)
             node = {k: result.get(k) for k in ("node_ip", "hostname", "node_id")}
             tags = {keys.trial_tag(k): str(v) for k, v in node.items() if v is not None}
             self._tracker.set_trial_tags(run_id, tags)
+        step = int(result.get("epoch", iteration))
+        if step <= self._logged_through.get(trial.trial_id, 0):
+            return  # already in the run: deterministic training gives it again as it was
+        self._logged_through[trial.trial_id] = step
         metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS}
-        self._tracker.log_epoch(run_id, metrics, step=int(result.get("epoch", iteration)))
+        self._tracker.log_epoch(run_id, metrics, step=step)
 
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any

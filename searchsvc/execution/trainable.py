@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from searchsvc.search.trial_config import TrialTicket, params_of, ticket_of
+from searchsvc.search.trial_config import RESUMED_AFTER, TrialTicket, params_of, ticket_of
 from searchsvc.trainer import Dataset, EpochReport, FitOptions, Trainer, TrialStopped
 
 __all__ = [
@@ -49,6 +49,7 @@ DIVERGED = "diverged"
 # The service's own entries in a saved training state (taken out again before resuming).
 _OWNER = "_searchsvc_trial"
 _BEST_EPOCH = "_searchsvc_best_epoch"
+_EPOCH = "_searchsvc_epoch"
 
 SendFn = Callable[[dict[str, Any], Path | None, int], None]
 """Delivers one epoch's result: ``(metrics, checkpoint folder or None, epoch)``. The folder
@@ -63,11 +64,13 @@ class Resume:
         state: the ``training_state`` of the checkpoint's epoch, for ``FitOptions.resume_from``.
         best_epoch: the epoch of the best weights so far (0 if none).
         best_state: those weights, or None.
+        epoch: the epoch the checkpoint was written after (where the trial continues).
     """
 
     state: Mapping[str, Any]
     best_epoch: int
     best_state: Mapping[str, Any] | None
+    epoch: int = 0
 
 
 def make_trainable(
@@ -157,8 +160,9 @@ def load_checkpoint(folder: Path, owner: int) -> Resume | None:
         return None
     best_file = folder / CHECKPOINT_BEST
     best_state = torch.load(best_file, weights_only=True) if best_file.exists() else None
-    training_state = {k: v for k, v in state.items() if k not in (_OWNER, _BEST_EPOCH)}
-    return Resume(training_state, int(state.get(_BEST_EPOCH, 0)), best_state)
+    training_state = {k: v for k, v in state.items() if k not in (_OWNER, _BEST_EPOCH, _EPOCH)}
+    epoch = int(state.get(_EPOCH, state.get("epoch", 0)))
+    return Resume(training_state, int(state.get(_BEST_EPOCH, 0)), best_state, epoch)
 
 
 def run_trainer(
@@ -211,6 +215,7 @@ class _Reporter:
         self._node_id = node_id
         self.best_epoch = resume.best_epoch if resume is not None else 0
         self.best_state = resume.best_state if resume is not None else None
+        self.resumed_after = resume.epoch if resume is not None else 0
 
     def __call__(self, epoch_report: EpochReport) -> None:
         import torch
@@ -219,6 +224,7 @@ class _Reporter:
             self.best_epoch, self.best_state = epoch_report.epoch, epoch_report.best_state
         metrics: dict[str, Any] = {k: _finite_or_nan(v) for k, v in epoch_report.metrics.items()}
         metrics.update(epoch=epoch_report.epoch, best_epoch=self.best_epoch, node_id=self._node_id)
+        metrics[RESUMED_AFTER] = self.resumed_after
         if epoch_report.diverged:
             metrics[DIVERGED] = 1.0
         saves = self.best_state is not None or epoch_report.training_state or epoch_report.files
@@ -234,6 +240,7 @@ class _Reporter:
                     **epoch_report.training_state,
                     _BEST_EPOCH: self.best_epoch,
                     _OWNER: self._number,
+                    _EPOCH: epoch_report.epoch,
                 }
                 torch.save(state, os.path.join(folder, CHECKPOINT_STATE))
             if epoch_report.files:

@@ -21,7 +21,7 @@ from ray.tune.search import Searcher
 from searchsvc import keys
 from searchsvc.search.space import suggest_params
 from searchsvc.search.storage import retrying
-from searchsvc.search.trial_config import TrialTicket, make_config
+from searchsvc.search.trial_config import RESUMED_AFTER, TrialTicket, make_config
 from searchsvc.study.diagnosis import Diagnosis, Thresholds, diagnose
 from searchsvc.study.spec import StudySpec
 
@@ -53,6 +53,17 @@ class _Live:
     params: dict[str, Any]
     history: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> objectives
     curves: dict[str, list[float]] = field(default_factory=dict)  # for the diagnosis
+    carried: _Carried | None = None  # an interrupted trial's epochs, until the worker confirms
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """The epochs of the trial whose checkpoint a successor is to continue from."""
+
+    owner: int  # the trial that wrote the checkpoint
+    epoch: int  # the checkpoint's epoch
+    values: dict[int, float]  # its intermediate values up to that epoch
+    curves: dict[str, list[float]]
 
 
 class OptunaSearcher(Searcher):
@@ -79,6 +90,7 @@ class OptunaSearcher(Searcher):
         self._stopped = stopped_by_scheduler
         self._live: dict[str, _Live] = {}
         self.outcomes: dict[str, TrialOutcome] = {}
+        self.restarted: set[str] = set()  # successors that started again from epoch 1
 
     # Tune pickles its search algorithm into the experiment folder; the study lives in Optuna
     # storage, so the pickle only needs to survive, not to restore anything (no save/restore).
@@ -96,19 +108,40 @@ class OptunaSearcher(Searcher):
         ticket = TrialTicket(number=trial.number, seed=seed)
         checkpoint = attrs.get(keys.CHECKPOINT)
         if checkpoint:
-            # It continues an interrupted trial from that trial's last checkpoint: its epochs
-            # up to there count as this trial's own (values to Optuna, history for the outcome).
+            # It is to continue an interrupted trial from that trial's last checkpoint. The
+            # checkpoint's owner wrote it: the interrupted trial, or an earlier one when that
+            # trial was itself interrupted before its first checkpoint.
+            owner = int(checkpoint.get("owner", attrs[keys.RESUME_OF]))
             done = int(checkpoint["epoch"])
-            previous = self._study.get_trials(deepcopy=False)[int(attrs[keys.RESUME_OF])]
-            for step, value in sorted(previous.intermediate_values.items()):
-                if step <= done:
-                    retrying(lambda s=step, v=value: trial.report(v, step=s), "report")
-                    live.history[step] = {self._spec.primary.metric: value}
-            live.curves.update({k: list(v) for k, v in checkpoint["curves"].items()})
+            previous = self._study.get_trials(deepcopy=False)[owner]
+            values = {s: v for s, v in previous.intermediate_values.items() if s <= done}
+            curves = {k: list(v) for k, v in checkpoint["curves"].items()}
+            live.carried = _Carried(owner, done, values, curves)
             ticket = dataclasses.replace(
-                ticket, resume_checkpoint=checkpoint["path"], resume_of=int(attrs[keys.RESUME_OF])
+                ticket, resume_checkpoint=checkpoint["path"], resume_of=owner
             )
         return make_config(params, ticket)
+
+    def _settle_carried(self, trial_id: str, live: _Live, resumed_after: int) -> None:
+        """On a successor's first result: its predecessor's epochs count as its own only when
+        the worker continued from that checkpoint; a worker that started again from epoch 1
+        (checkpoint gone, a trainer without resume) is a restart whose values are its own."""
+        carried, live.carried = live.carried, None
+        if carried is None:
+            return
+        if resumed_after != carried.epoch:
+            logger.warning(
+                "trial %d was to continue trial %d after epoch %d but started again from epoch "
+                "1; it is recorded as a restart (its own values, a new MLflow run)",
+                live.trial.number, carried.owner, carried.epoch,
+            )  # fmt: skip
+            self.restarted.add(trial_id)
+            retrying(lambda: live.trial.set_user_attr(keys.RESTARTED, True), "set_user_attr")
+            return
+        for step, value in sorted(carried.values.items()):
+            retrying(lambda s=step, v=value: live.trial.report(v, step=s), "report")
+            live.history[step] = {self._spec.primary.metric: value}
+        live.curves.update(carried.curves)
 
     def note_checkpoint(self, trial_id: str, path: str, epoch: int) -> None:
         """Remember where the trial's latest checkpoint is, so a new driver can resume it."""
@@ -120,6 +153,7 @@ class OptunaSearcher(Searcher):
         record = {
             "path": path,
             "epoch": epoch,
+            "owner": live.trial.number,
             "curves": {k: v[:epoch] for k, v in live.curves.items()},
         }
         retrying(lambda: live.trial.set_user_attr(keys.CHECKPOINT, record), "set_user_attr")
@@ -128,6 +162,8 @@ class OptunaSearcher(Searcher):
         live = self._live.get(trial_id)
         if live is None:
             return
+        if live.carried is not None:
+            self._settle_carried(trial_id, live, int(result.get(RESUMED_AFTER, 0)))
         epoch = int(result.get("epoch", result.get("training_iteration", 0)))
         if epoch in live.history:  # Tune repeats the last result when the trial ends
             return

@@ -246,10 +246,14 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 
 def resumed_trials(study: optuna.Study) -> dict[int, int]:
-    """Interrupted trial number -> the number of the waiting trial that resumes it."""
+    """Interrupted trial number -> the number of the waiting trial that resumes it from a
+    checkpoint. One whose checkpoint is gone starts from epoch 1 and is not listed: its epochs
+    belong in a run of their own."""
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
     return {
-        t.user_attrs[keys.RESUME_OF]: t.number for t in waiting if keys.RESUME_OF in t.user_attrs
+        t.user_attrs[keys.RESUME_OF]: t.number
+        for t in waiting
+        if keys.RESUME_OF in t.user_attrs and t.user_attrs.get(keys.CHECKPOINT)
     }
 
 

@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TrialTicket", "make_config", "params_of", "ticket_of"]
+__all__ = ["RESUMED_AFTER", "TrialTicket", "make_config", "params_of", "ticket_of"]
+
+RESUMED_AFTER = "resumed_after"
+"""The result key by which the worker says where the trial continued: the epoch of the
+checkpoint it resumed after, or 0 when it started from epoch 1. The searcher counts an
+interrupted trial's epochs as the successor's only when the successor confirms it continued
+from them."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,9 @@ class TrialTicket:
             Computed once, by the searcher; training, MLflow params, the stored model's
             ``params.json`` and the ensemble's members all read it from here.
         resume_checkpoint: the checkpoint folder of the interrupted trial this one continues.
-        resume_of: that trial's number (the checkpoint's owner).
+        resume_of: the number of the trial that wrote that checkpoint (its owner: the
+            interrupted trial, or an earlier one when that trial was interrupted before its
+            own first checkpoint).
     """
 
     number: int

@@ -24,6 +24,7 @@ from searchsvc.execution.trainable import (
     load_checkpoint,
     run_trainer,
 )
+from searchsvc.search.trial_config import RESUMED_AFTER
 from searchsvc.trainer import BaseTrainer, Dataset, EpochReport, FitOptions
 from tests.helpers import docstring_example, load_example
 from trainers.mlp.training import trainer as mlp_trainer
@@ -186,7 +187,7 @@ def test_a_diverged_report_reaches_the_searcher_as_the_diverged_key(
     assert sent.results == [
         (
             {"val_loss": pytest.approx(float("nan"), nan_ok=True), "epoch": 1, "best_epoch": 0,
-             "node_id": "node-under-test", DIVERGED: 1.0},
+             "node_id": "node-under-test", DIVERGED: 1.0, RESUMED_AFTER: 0},
             None,
         )
     ]  # fmt: skip

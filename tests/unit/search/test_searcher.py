@@ -142,11 +142,63 @@ def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup,
     # The driver dies here. A new one recovers the orphan and asks for it again.
     assert recover_interrupted(study) == [0]
     assert resumed_trials(study) == {0: 1}
-    config = OptunaSearcher(spec, study, set()).suggest("t2")
+    second = OptunaSearcher(spec, study, set())
+    config = second.suggest("t2")
     # The seed stays the first trial's: one seed rule across a resume.
     assert ticket_of(config) == TrialTicket(
         number=1, seed=spec.seed + 0, resume_checkpoint=str(checkpoint), resume_of=0
     )
-    successor = study.trials[1]
-    assert successor.intermediate_values == {1: 1.0, 2: 0.5}, "epochs up to the checkpoint"
+    assert study.trials[1].intermediate_values == {}, "nothing carried before the worker says"
+    # The worker confirms it continued after epoch 2: those epochs count as the successor's.
+    second.on_trial_result("t2", _result(3, 0.25, resumed_after=2))
+    assert study.trials[1].intermediate_values == {1: 1.0, 2: 0.5, 3: 0.25}
+    assert "restarted" not in study.trials[1].user_attrs and not second.restarted
     assert study.trials[0].state == State.FAIL and study.trials[0].user_attrs["interrupted"]
+
+
+def _interrupt_after_checkpoint(spec, study, searcher, tmp_path):
+    """Trial 0 runs 3 epochs, checkpoints after epoch 2, and its driver dies."""
+    from searchsvc.search.storage import recover_interrupted
+
+    searcher.suggest("t1")
+    for epoch in (1, 2, 3):
+        searcher.on_trial_result("t1", _result(epoch, 1.0 / epoch, best_epoch=epoch))
+    checkpoint = tmp_path / "checkpoint_000001"
+    checkpoint.mkdir()
+    searcher.note_checkpoint("t1", str(checkpoint), 2)
+    assert recover_interrupted(study) == [0]
+    return checkpoint
+
+
+def test_a_successor_that_starts_again_from_epoch_1_is_a_restart_with_its_own_values(
+    setup, tmp_path
+):
+    spec, study, stopped, searcher = setup
+    _interrupt_after_checkpoint(spec, study, searcher, tmp_path)
+    second = OptunaSearcher(spec, study, set())
+    second.suggest("t2")
+    second.on_trial_result("t2", _result(1, 0.8, resumed_after=0))  # not from the checkpoint
+    second.on_trial_result("t2", _result(2, 0.7, resumed_after=0))
+    assert study.trials[1].intermediate_values == {1: 0.8, 2: 0.7}, "its own values only"
+    assert study.trials[1].user_attrs["restarted"] is True
+    assert second.restarted == {"t2"}
+
+
+def test_a_successor_killed_before_its_first_checkpoint_hands_on_the_owners_checkpoint(
+    setup, tmp_path
+):
+    from searchsvc.search.storage import recover_interrupted
+
+    spec, study, stopped, searcher = setup
+    checkpoint = _interrupt_after_checkpoint(spec, study, searcher, tmp_path)
+    OptunaSearcher(spec, study, set()).suggest("t2")  # trial 1; killed before any result
+    assert recover_interrupted(study) == [1]
+    third = OptunaSearcher(spec, study, set())
+    config = third.suggest("t3")
+    # The checkpoint is still trial 0's: the worker's owner check must look for trial 0.
+    assert ticket_of(config) == TrialTicket(
+        number=2, seed=spec.seed + 0, resume_checkpoint=str(checkpoint), resume_of=0
+    )
+    third.on_trial_result("t3", _result(3, 0.25, resumed_after=2))
+    assert study.trials[2].intermediate_values == {1: 1.0, 2: 0.5, 3: 0.25}
+    assert not third.restarted
