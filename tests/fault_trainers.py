@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from searchsvc.trainer import Dataset, EpochReport, FitOptions, ReportFn
+from trainers.mlp.training import MLPTrainer
 from trainers.noop import NoopTrainer
 
 
@@ -44,3 +45,24 @@ class KillOnceTrainer(NoopTrainer):
 
 
 kill_once = KillOnceTrainer()
+
+
+class SlowMLPTrainer(MLPTrainer):
+    """The MLP trainer (which resumes from its checkpoints), each epoch slowed down by
+    ``SLOW_EPOCH_S`` seconds (environment), so a test can kill a driver between two epochs."""
+
+    name = "slow_mlp"
+
+    def fit(
+        self, params: Mapping[str, Any], data: Dataset, report: ReportFn, options: FitOptions
+    ) -> None:
+        pause = float(os.environ.get("SLOW_EPOCH_S", "0"))
+
+        def report_slowly(epoch_report: EpochReport) -> None:
+            time.sleep(pause)
+            report(epoch_report)
+
+        super().fit(params, data, report_slowly, options)
+
+
+slow_mlp = SlowMLPTrainer()
