@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from searchsvc import keys
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.study.loader import Study, load_study
 
@@ -56,6 +55,18 @@ SetOpt = Annotated[
         "--set budget.n_trials=3 --set search_space.lr=0.01.",
     ),
 ]
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
+]
+
+
+def _print_json(document: Any) -> None:
+    """The command's answer as one JSON document on stdout (and nothing else there)."""
+    import json
+
+    print(json.dumps(document, indent=2, default=str))
 
 
 def _fail(exc: SearchsvcError) -> typer.Exit:
@@ -241,35 +252,36 @@ def status(
     storage: StorageOpt = None,
     workdir: WorkdirOpt = None,
     sets: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
     run_ = _prepare(study, sets, storage=storage, workdir=workdir)
-    from searchsvc.search.storage import count_trials, top_trials
+    from searchsvc.inspect.status import study_status
 
     _open_existing(run_)
-    spec, optuna_study, paths = run_.spec, run_.study, run_.paths
-    counts = count_trials(optuna_study)
-    budget = optuna_study.user_attrs.get(keys.BUDGET, spec.budget.n_trials)
+    state = study_status(run_)
+    if as_json:
+        _print_json(state.to_dict())
+        return
     out.print(
-        f"study {spec.name}: {counts.finished}/{budget} finished  "
-        f"complete {counts.complete}  pruned {counts.pruned} (diverged {counts.diverged})  "
-        f"failed {counts.failed}  running {counts.running}  interrupted {counts.interrupted}",
+        f"study {state.name}: {state.finished}/{state.budget} finished  "
+        f"complete {state.complete}  pruned {state.pruned} (diverged {state.diverged})  "
+        f"failed {state.failed}  running {state.running}  interrupted {state.interrupted}",
         highlight=False,
     )
-    if counts.diagnoses:
-        shown = "  ".join(f"{k} {v}" for k, v in sorted(counts.diagnoses.items()))
+    if state.diagnoses:
+        shown = "  ".join(f"{k} {v}" for k, v in state.diagnoses.items())
         out.print(f"diagnosis: {shown}", highlight=False)
-    best = top_trials(optuna_study, spec, 3)
-    for rank, trial in enumerate(best):
+    for rank, trial in enumerate(state.best):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         label = "best" if rank == 0 else f"#{rank + 1}"
         out.print(
-            f"{label}: trial {trial.number} {spec.primary.metric}={trial.values[0]:.4f} "
-            f"[{trial.user_attrs.get(keys.DIAGNOSIS, '?')}]  {params}",
+            f"{label}: trial {trial.number} {state.metric}={trial.values[0]:.4f} "
+            f"[{trial.diagnosis or '?'}]  {params}",
             highlight=False,
             markup=False,
         )
-    out.print(f"storage: {paths.storage_url}", highlight=False)
+    out.print(f"storage: {state.storage}", highlight=False)
 
 
 @app.command()
@@ -393,3 +405,7 @@ def report(
     if outcome.interrupted:
         raise _stopped(outcome.stage, outcome.signal, again)
     out.print(f"report: {index}", highlight=False)
+
+
+# The study commands (trials, best, ls, delete, dashboard) register themselves on `app`.
+from searchsvc import cli_study as _cli_study  # noqa: E402, F401

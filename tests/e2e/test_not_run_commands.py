@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.slow]
 
 COMMANDS = {
     "status": ["status", "study.yaml"],
+    "status --json": ["status", "study.yaml", "--json"],
+    "trials": ["trials", "study.yaml"],
     "ensemble": ["ensemble", "study.yaml"],
     "report": ["report", "study.yaml"],
     "predict": ["predict", "study.yaml", "inputs.npy"],
