@@ -22,6 +22,7 @@ from searchsvc.cli import (
     _prepare,
     _print_json,
     app,
+    err,
     out,
 )
 from searchsvc.errors import SearchsvcError, StudySpecError
@@ -105,3 +106,39 @@ def trials(
     else:
         shown = frame.astype(object).where(frame.notna(), "-")
         out.print(shown.to_string(index=False), highlight=False, markup=False)
+
+
+@app.command()
+def best(
+    study: StudyFileArg = None,
+    name: NameOpt = None,
+    storage: StorageOpt = None,
+    workdir: WorkdirOpt = None,
+    sets: SetOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the fragment to this file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The best params as a study-file fragment (search_space of constants); several
+    objectives: the Pareto trials, best first by the first objective."""
+    from searchsvc.inspect.best import best_trials, fragments_yaml
+
+    if output is not None and not output.parent.is_dir():
+        raise _fail(StudySpecError(f"--output: folder {output.parent} does not exist"))
+    target = _target(study, name, storage, None, workdir, sets)
+    try:
+        found = best_trials(target)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    text = fragments_yaml(found, target)
+    if output is not None:
+        part = output.with_name(output.name + ".part")
+        part.write_text(text, encoding="utf-8")
+        part.replace(output)  # never leave a half-written fragment behind
+    if as_json:
+        _print_json([trial.to_dict() for trial in found])
+    elif output is None:
+        print(text, end="")
+    else:
+        err.print(f"wrote {output} (trial {found[0].number})", highlight=False)

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from searchsvc.cli import app
+from searchsvc.inspect.best import best_trials
 from searchsvc.inspect.status import study_status
 from searchsvc.inspect.target import target_of_run
 from searchsvc.inspect.trials import table_records, trials_table
@@ -126,3 +127,43 @@ def test_trials_needs_a_file_or_a_name(finished: Path) -> None:
         2,
         "error: give a study file or --name NAME --storage URL (not both)\n",
     )
+
+
+def test_best_json_is_the_library_answer(finished: Path) -> None:
+    code, stdout, stderr = _cli("best", str(finished), "--json")
+
+    assert code == 0, stderr
+    found = best_trials(target_of_run(_run(finished)))
+    assert json.loads(stdout) == [trial.to_dict() for trial in found]
+    frame = trials_table(target_of_run(_run(finished)), ("COMPLETE",))
+    assert found[0].values[0] == frame["val_loss"].min()  # the study minimises val_loss
+    assert found[0].params["batch_size"] == 128  # the file's constant is part of it
+
+
+def test_best_fragment_merged_into_a_study_runs_exactly_those_params(
+    finished: Path, tmp_path: Path
+) -> None:
+    code, _, stderr = _cli("best", str(finished), "-o", str(tmp_path / "best.yaml"))
+    assert code == 0, stderr
+    fragment = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    study = base_study(
+        name="from-best", budget={"n_trials": 1, "max_epochs": 1}, workdir=str(tmp_path / "runs"),
+        **fragment,
+    )  # fmt: skip
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SEARCHSVC_"))}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "searchsvc", "run", str(path), "--no-ensemble"], cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = best_trials(target_of_run(_run(finished)))[0]
+    (row,) = table_records(trials_table(target_of_run(_run(path))))
+    client = MlflowClient(tracking_uri=_run(path).paths.tracking_uri)
+    logged = client.get_run(row["mlflow_run_id"]).data.params
+    assert {k: v for k, v in logged.items() if k != "seed"} == {
+        k: str(v) for k, v in best.params.items()
+    }
