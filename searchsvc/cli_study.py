@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from searchsvc.cli import (
     JsonOpt,
@@ -142,3 +143,70 @@ def best(
         print(text, end="")
     else:
         err.print(f"wrote {output} (trial {found[0].number})", highlight=False)
+
+
+@app.command("ls")
+def list_command(
+    runs_dir: Annotated[
+        Path, typer.Option("--runs-dir", help="Where study folders are (each with optuna.db).")
+    ] = Path("runs"),
+    storage: StorageOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every study found: trials by state, best value, last activity."""
+    from searchsvc.inspect.listing import list_studies
+
+    if runs_dir != Path("runs") and not runs_dir.is_dir():
+        raise _fail(StudySpecError(f"--runs-dir: {runs_dir} is not a folder"))
+    try:
+        found = list_studies(runs_dir, storage)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        _print_json([listing.to_dict() for listing in found])
+        return
+    table = Table(title=f"{len(found)} studies")
+    for column in ("study", "trials", "best", "last activity", "storage"):
+        table.add_column(column)
+    for s in found:
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in s.trials.items()) or "none"
+        best_value = "-" if s.best_value is None else f"{s.best_value:.4f}"
+        table.add_row(s.name, counts, best_value, s.last_activity or "-", s.storage)
+    out.print(table)
+
+
+@app.command()
+def delete(
+    study: StudyFileArg = None,
+    name: NameOpt = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    workdir: WorkdirOpt = None,
+    sets: SetOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+) -> None:
+    """Delete a study: its Optuna study, MLflow experiment, registered model and folder."""
+    import sys
+
+    from searchsvc.inspect.delete import delete_study, plan_deletion
+
+    target = _target(study, name, storage, tracking_uri, workdir, sets)
+    try:
+        plan = plan_deletion(target)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    if not yes:
+        if not sys.stdin.isatty():
+            raise _fail(StudySpecError(
+                f"{target.where}: not deleting study {target.name!r} without --yes "
+                "(no terminal to ask)"
+            ))  # fmt: skip
+        out.print("this deletes:\n  " + "\n  ".join(plan.lines()), highlight=False)
+        if not typer.confirm("delete?", default=False):
+            raise typer.Exit(1)
+    try:
+        done = delete_study(plan)
+    except Exception as exc:  # MLflow and Optuna raise many types; one line, exit 1
+        raise _fail(SearchsvcError(f"{target.where}: deletion stopped: {exc}")) from None
+    for line in done:
+        out.print(line, highlight=False)
