@@ -247,44 +247,6 @@ def _fmt(value: object) -> str:
 
 
 @app.command()
-def status(
-    study: StudyArg,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
-    sets: SetOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
-    run_ = _prepare(study, sets, storage=storage, workdir=workdir)
-    from searchsvc.inspect.status import study_status
-
-    _open_existing(run_)
-    state = study_status(run_)
-    if as_json:
-        _print_json(state.to_dict())
-        return
-    out.print(
-        f"study {state.name}: {state.finished}/{state.budget} finished  "
-        f"complete {state.complete}  pruned {state.pruned} (diverged {state.diverged})  "
-        f"failed {state.failed}  running {state.running}  interrupted {state.interrupted}",
-        highlight=False,
-    )
-    if state.diagnoses:
-        shown = "  ".join(f"{k} {v}" for k, v in state.diagnoses.items())
-        out.print(f"diagnosis: {shown}", highlight=False)
-    for rank, trial in enumerate(state.best):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        label = "best" if rank == 0 else f"#{rank + 1}"
-        out.print(
-            f"{label}: trial {trial.number} {state.metric}={trial.values[0]:.4f} "
-            f"[{trial.diagnosis or '?'}]  {params}",
-            highlight=False,
-            markup=False,
-        )
-    out.print(f"storage: {state.storage}", highlight=False)
-
-
-@app.command()
 def ensemble(
     study: StudyArg,
     method: Annotated[
@@ -407,5 +369,5 @@ def report(
     out.print(f"report: {index}", highlight=False)
 
 
-# The study commands (trials, best, ls, delete, dashboard) register themselves on `app`.
+# The study commands (status, trials, best, ls, delete) register themselves on `app`.
 from searchsvc import cli_study as _cli_study  # noqa: E402, F401

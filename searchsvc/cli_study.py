@@ -1,4 +1,4 @@
-"""The study commands of the CLI: ``trials``, ``best``, ``ls``, ``delete``, ``dashboard``.
+"""The study commands of the CLI: ``status``, ``trials``, ``best``, ``ls``, ``delete``.
 
 Registered on ``searchsvc.cli.app`` (this module is imported at the end of ``cli``); like the
 rest of the CLI they are thin wrappers over library functions (``searchsvc.inspect``), print,
@@ -17,9 +17,12 @@ from searchsvc.cli import (
     JsonOpt,
     SetOpt,
     StorageOpt,
+    StudyArg,
     TrackingOpt,
     WorkdirOpt,
     _fail,
+    _fmt,
+    _open_existing,
     _prepare,
     _print_json,
     app,
@@ -210,3 +213,41 @@ def delete(
         raise _fail(SearchsvcError(f"{target.where}: deletion stopped: {exc}")) from None
     for line in done:
         out.print(line, highlight=False)
+
+
+@app.command()
+def status(
+    study: StudyArg,
+    storage: StorageOpt = None,
+    workdir: WorkdirOpt = None,
+    sets: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
+    run_ = _prepare(study, sets, storage=storage, workdir=workdir)
+    from searchsvc.inspect.status import study_status
+
+    _open_existing(run_)
+    state = study_status(run_)
+    if as_json:
+        _print_json(state.to_dict())
+        return
+    out.print(
+        f"study {state.name}: {state.finished}/{state.budget} finished  "
+        f"complete {state.complete}  pruned {state.pruned} (diverged {state.diverged})  "
+        f"failed {state.failed}  running {state.running}  interrupted {state.interrupted}",
+        highlight=False,
+    )
+    if state.diagnoses:
+        shown = "  ".join(f"{k} {v}" for k, v in state.diagnoses.items())
+        out.print(f"diagnosis: {shown}", highlight=False)
+    for rank, trial in enumerate(state.best):
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
+        label = "best" if rank == 0 else f"#{rank + 1}"
+        out.print(
+            f"{label}: trial {trial.number} {state.metric}={trial.values[0]:.4f} "
+            f"[{trial.diagnosis or '?'}]  {params}",
+            highlight=False,
+            markup=False,
+        )
+    out.print(f"storage: {state.storage}", highlight=False)
