@@ -1,4 +1,5 @@
-"""The Python API: load a study's ensemble and predict with it; rebuild it; report a study.
+"""The Python API: run a study, read its trials and best params, load its ensemble and
+predict with it; rebuild it; report a study.
 
 Loading only reads: a study that never ran gets a one-line
 :class:`~searchsvc.errors.StudyNotRunError`, one without a completed trial an
@@ -19,14 +20,87 @@ from searchsvc.ensemble.predictor import Ensemble
 from searchsvc.errors import EnsembleError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+    import pandas as pd
+
     from searchsvc.ensemble.summary import EnsembleSummary
+    from searchsvc.execution.runner import StudyResult
     from searchsvc.study_run import RunOutcome, StudyRun
 
-__all__ = ["load_ensemble", "rebuild_ensemble", "report_study"]
+__all__ = [
+    "best_params", "load_ensemble", "rebuild_ensemble", "report_study", "run", "trials",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 _SQLITE = "sqlite:///"
+
+
+def run(
+    path: str | os.PathLike[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> StudyResult:
+    """Run (or resume) the study of a study file, as ``searchsvc run`` does.
+
+    Args:
+        path: the study file.
+        overrides: key path -> value set in the file before validation, as ``--set`` does
+            (``{"budget.n_trials": 3}``).
+        options: those of :func:`searchsvc.execution.runner.run_study` (``n_trials``,
+            ``tracking_uri``, ``storage``, ``address``, ``workdir``, ``build_ensemble``, ...).
+
+    Raises:
+        StudySpecError: the file, an override or an option is invalid (nothing started).
+    """
+    from searchsvc.execution.runner import run_study
+    from searchsvc.study.loader import load_study
+
+    return run_study(load_study(Path(path), overrides=overrides), **options)
+
+
+def trials(
+    path: str | os.PathLike[str],
+    *,
+    states: Iterable[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The trials of a study that has run, one row each (``searchsvc trials``; columns in
+    :func:`searchsvc.inspect.trials.trials_table`); ``states`` keeps only those states.
+
+    Raises:
+        StudyNotRunError: the study has not run yet (nothing is created).
+    """
+    from searchsvc.inspect.trials import parse_states, trials_table
+
+    return trials_table(_target(path, overrides), parse_states(states))
+
+
+def best_params(
+    path: str | os.PathLike[str], *, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The params of the study's best trial (with several objectives, the Pareto trial best
+    by the first objective), the file's constants included (``searchsvc best``).
+
+    Raises:
+        StudyNotRunError: the study has not run yet.
+        SearchsvcError: no trial has completed.
+    """
+    from searchsvc.inspect.best import best_trials
+
+    return best_trials(_target(path, overrides))[0].params
+
+
+def _target(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None) -> Any:
+    from searchsvc.inspect.target import target_of_run
+    from searchsvc.study.loader import load_study
+    from searchsvc.study_run import StudyRun
+
+    study = load_study(Path(path), check_names=False, overrides=overrides)
+    return target_of_run(StudyRun.prepare(study))
 
 
 def load_ensemble(

@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from searchsvc import keys
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.study.loader import Study, load_study
 
@@ -47,6 +46,27 @@ DataDirOpt = Annotated[
 WorkdirOpt = Annotated[
     Path | None, typer.Option("--workdir", help="The study's folder (default: runs/<name>).")
 ]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY.PATH=VALUE",
+        help="Override a study-file field before validation (repeatable), e.g. "
+        "--set budget.n_trials=3 --set search_space.lr=0.01.",
+    ),
+]
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
+]
+
+
+def _print_json(document: Any) -> None:
+    """The command's answer as one JSON document on stdout (and nothing else there)."""
+    import json
+
+    print(json.dumps(document, indent=2, default=str))
 
 
 def _fail(exc: SearchsvcError) -> typer.Exit:
@@ -56,20 +76,23 @@ def _fail(exc: SearchsvcError) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _load(path: Path) -> Study:
+def _load(path: Path, sets: list[str] | None = None) -> Study:
+    """The validated study file with its ``--set`` overrides (a bad one: exit 2)."""
+    from searchsvc.study.overrides import parse_overrides
+
     try:
-        return load_study(path)
+        return load_study(path, overrides=parse_overrides(sets or []))
     except StudySpecError as exc:
         raise _fail(exc) from None
 
 
-def _prepare(study: Path, **options: Any) -> StudyRun:
-    """The command's StudyRun; a bad file or option is an input error (exit 2), before
-    anything is created."""
+def _prepare(study: Path, sets: list[str] | None = None, **options: Any) -> StudyRun:
+    """The command's StudyRun; a bad file, ``--set`` or option is an input error (exit 2),
+    before anything is created."""
     from searchsvc.study_run import StudyRun
 
     try:
-        return StudyRun.prepare(_load(study), **options)
+        return StudyRun.prepare(_load(study, sets), **options)
     except StudySpecError as exc:
         raise _fail(exc) from None
 
@@ -89,6 +112,9 @@ def _again(command: str, study: Path, *options: tuple[str, Any]) -> str:
     for flag, value in options:
         if value is True:
             words.append(flag)
+        elif isinstance(value, list):  # a repeatable option (--set): each occurrence again
+            for item in value:
+                words += [flag, str(item)]
         elif value not in (None, False):
             words += [flag, str(value)]
     return shlex.join(words)
@@ -118,9 +144,9 @@ def main(
 
 
 @app.command()
-def validate(study: StudyArg) -> None:
+def validate(study: StudyArg, sets: SetOpt = None) -> None:
     """Check a study file and say what it would run; starts nothing."""
-    loaded = _load(study)
+    loaded = _load(study, sets)
     spec = loaded.spec
     objectives = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
     out.print(
@@ -146,25 +172,27 @@ def run(
     workdir: WorkdirOpt = None,
     data_dir: DataDirOpt = None,
     no_ensemble: Annotated[bool, typer.Option("--no-ensemble", help="Skip the ensemble.")] = False,
+    sets: SetOpt = None,
 ) -> None:
     """Run the study (or resume it toward its budget)."""
     run_ = _prepare(
-        study, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage, workdir=workdir,
-        data_dir=data_dir,
+        study, sets, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage,
+        workdir=workdir, data_dir=data_dir,
     )  # fmt: skip
     from searchsvc.execution.runner import run_study
 
     again = _again(
         "run", study, ("--n-trials", n_trials), ("--tracking-uri", tracking_uri),
         ("--storage", storage), ("--address", address), ("--workdir", workdir),
-        ("--data-dir", data_dir), ("--no-ensemble", no_ensemble),
+        ("--data-dir", data_dir), ("--no-ensemble", no_ensemble), ("--set", sets),
     )  # fmt: skip
     try:
         result = run_study(run_, address=address, console=err, build_ensemble=not no_ensemble)
     except SearchsvcError as exc:
         failure = _fail(exc)
         if failure.exit_code == 1:  # the study may have started: its finished trials are kept
-            err.print(f"finished trials are kept; resume with: {again}", highlight=False)
+            err.print(f"finished trials are kept; resume with: {again}", highlight=False,
+                      soft_wrap=True)  # fmt: skip
         raise failure from None
     _print_summary(result)
     if result.interrupted:
@@ -221,42 +249,6 @@ def _fmt(value: object) -> str:
 
 
 @app.command()
-def status(
-    study: StudyArg,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
-) -> None:
-    """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
-    run_ = _prepare(study, storage=storage, workdir=workdir)
-    from searchsvc.search.storage import count_trials, top_trials
-
-    _open_existing(run_)
-    spec, optuna_study, paths = run_.spec, run_.study, run_.paths
-    counts = count_trials(optuna_study)
-    budget = optuna_study.user_attrs.get(keys.BUDGET, spec.budget.n_trials)
-    out.print(
-        f"study {spec.name}: {counts.finished}/{budget} finished  "
-        f"complete {counts.complete}  pruned {counts.pruned} (diverged {counts.diverged})  "
-        f"failed {counts.failed}  running {counts.running}  interrupted {counts.interrupted}",
-        highlight=False,
-    )
-    if counts.diagnoses:
-        shown = "  ".join(f"{k} {v}" for k, v in sorted(counts.diagnoses.items()))
-        out.print(f"diagnosis: {shown}", highlight=False)
-    best = top_trials(optuna_study, spec, 3)
-    for rank, trial in enumerate(best):
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        label = "best" if rank == 0 else f"#{rank + 1}"
-        out.print(
-            f"{label}: trial {trial.number} {spec.primary.metric}={trial.values[0]:.4f} "
-            f"[{trial.user_attrs.get(keys.DIAGNOSIS, '?')}]  {params}",
-            highlight=False,
-            markup=False,
-        )
-    out.print(f"storage: {paths.storage_url}", highlight=False)
-
-
-@app.command()
 def ensemble(
     study: StudyArg,
     method: Annotated[
@@ -270,20 +262,22 @@ def ensemble(
     storage: StorageOpt = None,
     workdir: WorkdirOpt = None,
     data_dir: DataDirOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Rebuild the study's ensemble with other settings; registers it if better."""
     if method not in (None, "greedy", "top_k"):
         raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))
     run_ = _prepare(
-        study, tracking_uri=tracking_uri, storage=storage, workdir=workdir, data_dir=data_dir
-    )
+        study, sets, tracking_uri=tracking_uri, storage=storage, workdir=workdir,
+        data_dir=data_dir,
+    )  # fmt: skip
     from searchsvc.api import rebuild_ensemble
 
     _open_existing(run_)
     again = _again(
         "ensemble", study, ("--method", method), ("--size", size), ("--candidates", candidates),
         ("--tracking-uri", tracking_uri), ("--storage", storage), ("--workdir", workdir),
-        ("--data-dir", data_dir),
+        ("--data-dir", data_dir), ("--set", sets),
     )  # fmt: skip
     try:
         summary, outcome = rebuild_ensemble(run_, method=method, size=size, candidates=candidates)
@@ -350,9 +344,10 @@ def report(
     tracking_uri: TrackingOpt = None,
     storage: StorageOpt = None,
     workdir: WorkdirOpt = None,
+    sets: SetOpt = None,
 ) -> None:
     """Write the study's HTML report and figures, and log them to its MLflow parent run."""
-    run_ = _prepare(study, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    run_ = _prepare(study, sets, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
     from searchsvc.api import report_study
 
     spec = run_.spec
@@ -365,7 +360,7 @@ def report(
     _open_existing(run_)
     again = _again(
         "report", study, ("--group-by", group_by), ("--tracking-uri", tracking_uri),
-        ("--storage", storage), ("--workdir", workdir),
+        ("--storage", storage), ("--workdir", workdir), ("--set", sets),
     )  # fmt: skip
     try:
         index, outcome = report_study(run_, group_by=group_by)
@@ -374,3 +369,7 @@ def report(
     if outcome.interrupted:
         raise _stopped(outcome.stage, outcome.signal, again)
     out.print(f"report: {index}", highlight=False)
+
+
+# The study commands (status, trials, best, ls, delete) register themselves on `app`.
+from searchsvc import cli_study as _cli_study  # noqa: E402, F401

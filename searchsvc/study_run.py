@@ -242,7 +242,7 @@ class StudyRun:
         not_run = StudyNotRunError(f"{self.where}: study {self.spec.name!r} has not run yet")
         if storage.startswith(_SQLITE) and not Path(storage.removeprefix(_SQLITE)).exists():
             raise not_run
-        if self.spec.name not in _study_names(storage):
+        if self.spec.name not in study_names(storage):
             raise not_run
         self.study = open_study(self.spec, storage, create=False)
         return self.study
@@ -327,7 +327,8 @@ class StudyRun:
                 self.claimed = False
 
 
-def _study_names(storage: str) -> list[str]:
+def study_names(storage: str) -> list[str]:
+    """The names of the studies in an Optuna storage (raises TrackingError if unreachable)."""
     import optuna
 
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from searchsvc.errors import StudySpecError
+from searchsvc.study.overrides import apply_overrides, override_for
 from searchsvc.study.spec import StudySpec
 
 __all__ = ["Study", "load_study", "check_runtime_names"]
@@ -24,11 +26,13 @@ __all__ = ["Study", "load_study", "check_runtime_names"]
 
 @dataclass(frozen=True)
 class Study:
-    """A validated study file: the spec, where it came from and its exact text."""
+    """A validated study file: the spec, where it came from, its exact text and the
+    ``--set`` overrides applied to it (key path -> value)."""
 
     spec: StudySpec
     path: Path
     text: str
+    overrides: Mapping[str, Any] | None = None
 
     @property
     def search_path(self) -> tuple[str, ...]:
@@ -38,16 +42,24 @@ class Study:
         return trainer_search_path(self.path)
 
 
-def load_study(path: str | Path, *, check_names: bool = True) -> Study:
+def load_study(
+    path: str | Path,
+    *,
+    check_names: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+) -> Study:
     """Read and validate a study file.
 
     Args:
         path: the YAML file.
         check_names: also resolve the trainer and dataset names and check that the trainer
             reports the objective metric (imports the trainer; off only for schema-only tests).
+        overrides: key path -> value (``{"budget.n_trials": 3}``), set in the file's YAML
+            before validation (``--set``; see ``searchsvc.study.overrides``).
 
     Raises:
-        StudySpecError: one line per problem, each naming the file and the key path.
+        StudySpecError: one line per problem, each naming the file (or the ``--set`` at
+            fault) and the key path.
     """
     path = Path(path)
     where = str(path)
@@ -69,17 +81,32 @@ def load_study(path: str | Path, *, check_names: bool = True) -> Study:
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         raise StudySpecError(f"{where}: a study file must be a mapping of keys, but it is {kind}")
+    overrides = dict(overrides or {})
+    raw = apply_overrides(raw, overrides)
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as exc:
-        raise StudySpecError([f"{where}: {line}" for line in _error_lines(exc)]) from None
+        raise StudySpecError(_blamed(_error_lines(exc), where, overrides)) from None
     if check_names:
         from searchsvc.registry import trainer_search_path
 
         problems = check_runtime_names(spec, trainer_search_path(path))
         if problems:
-            raise StudySpecError([f"{where}: {line}" for line in problems])
-    return Study(spec=spec, path=path, text=text)
+            raise StudySpecError(_blamed(problems, where, overrides))
+    return Study(spec=spec, path=path, text=text, overrides=overrides or None)
+
+
+def _blamed(lines: list[str], where: str, overrides: Mapping[str, Any]) -> list[str]:
+    """Each problem line prefixed with its source: the ``--set`` that caused it, else the file.
+
+    A line is ``"<key path>: <message>"`` (the path's parts joined by `` -> ``).
+    """
+    blamed = []
+    for line in lines:
+        key_path = line.split(": ", 1)[0] if ": " in line else ""
+        culprit = override_for(key_path, overrides)
+        blamed.append(f"--set {culprit}: {line}" if culprit else f"{where}: {line}")
+    return blamed
 
 
 def check_runtime_names(spec: StudySpec, search_path: tuple[str, ...] = ()) -> list[str]:

@@ -24,6 +24,9 @@ pytestmark = [pytest.mark.slow]
 
 COMMANDS = {
     "status": ["status", "study.yaml"],
+    "status --json": ["status", "study.yaml", "--json"],
+    "trials": ["trials", "study.yaml"],
+    "best": ["best", "study.yaml"],
     "ensemble": ["ensemble", "study.yaml"],
     "report": ["report", "study.yaml"],
     "predict": ["predict", "study.yaml", "inputs.npy"],

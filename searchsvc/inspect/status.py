@@ -1,0 +1,70 @@
+"""A study's progress (``searchsvc status``): trials by state and diagnosis, the best so far."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from searchsvc import keys
+
+if TYPE_CHECKING:
+    from searchsvc.study_run import StudyRun
+
+__all__ = ["BestSoFar", "StudyStatus", "study_status"]
+
+
+@dataclass(frozen=True)
+class BestSoFar:
+    """One of the best completed trials."""
+
+    number: int
+    values: list[float]
+    params: dict[str, Any]
+    diagnosis: str | None
+
+
+@dataclass(frozen=True)
+class StudyStatus:
+    """What ``searchsvc status`` shows (``--json`` prints exactly this)."""
+
+    name: str
+    metric: str
+    budget: int
+    finished: int
+    complete: int
+    pruned: int
+    diverged: int
+    failed: int
+    running: int
+    interrupted: int
+    diagnoses: dict[str, int] = field(default_factory=dict)
+    best: list[BestSoFar] = field(default_factory=list)
+    storage: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for JSON."""
+        return asdict(self)
+
+
+def study_status(run: StudyRun, top: int = 3) -> StudyStatus:
+    """The status of a study that has run (its Optuna study opened, nothing created).
+
+    Raises:
+        StudyNotRunError: the study has not run yet.
+    """
+    from searchsvc.search.storage import count_trials, top_trials
+
+    study = run.study if run.study is not None else run.open_existing()
+    counts = count_trials(study)
+    best = [
+        BestSoFar(t.number, list(t.values), dict(t.params), t.user_attrs.get(keys.DIAGNOSIS))
+        for t in top_trials(study, run.spec, top)
+    ]
+    return StudyStatus(
+        name=run.spec.name, metric=run.spec.primary.metric,
+        budget=int(study.user_attrs.get(keys.BUDGET, run.spec.budget.n_trials)),
+        finished=counts.finished, complete=counts.complete, pruned=counts.pruned,
+        diverged=counts.diverged, failed=counts.failed, running=counts.running,
+        interrupted=counts.interrupted, diagnoses=dict(sorted(counts.diagnoses.items())),
+        best=best, storage=run.paths.storage_url,
+    )  # fmt: skip
