@@ -144,10 +144,21 @@ def main(
 
 
 @app.command()
-def validate(study: StudyArg, sets: SetOpt = None) -> None:
-    """Check a study file and say what it would run; starts nothing."""
-    loaded = _load(study, sets)
-    spec = loaded.spec
+def validate(
+    study: StudyArg,
+    sets: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    address: Annotated[
+        str | None, typer.Option("--address", help="Check this Ray cluster answers.")
+    ] = None,
+) -> None:
+    """Check a study file, its data and its Ray address; say what it would run; starts nothing."""
+    run_ = _prepare(study, sets, data_dir=data_dir)
+    try:
+        run_.preflight(address)
+    except StudySpecError as exc:
+        raise _fail(exc) from None
+    spec = run_.spec
     objectives = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
     out.print(
         f"[green]ok[/green] {study}: study {spec.name!r}, trainer {spec.trainer}, dataset "

@@ -132,6 +132,30 @@ class StudyRun:
             search_path=study.search_path, settings=settings,
         )  # fmt: skip
 
+    def preflight(self, address: str | None = None) -> None:
+        """What a run needs from outside, checked before it creates anything: the data set's
+        files are on disk or downloadable, and the Ray cluster named answers.
+
+        Raises:
+            StudySpecError: one line per problem, naming the key or option at fault.
+        """
+        from searchsvc.data.datasets import dataset_problem
+        from searchsvc.execution.preflight import ray_address_problem
+
+        dataset = self.spec.dataset
+        problems = []
+        data = dataset_problem(
+            dataset.name, data_dir=dataset.data_dir, path=dataset.path, settings=self.settings
+        )
+        if data:
+            problems.append(f"{self.where}: {data}")
+        origin = "--address" if address else "RAY_ADDRESS"
+        ray = ray_address_problem(address or self.settings.ray_address, origin)
+        if ray:
+            problems.append(ray)
+        if problems:
+            raise StudySpecError(problems)
+
     @property
     def where(self) -> str:
         """How messages name the study: its file, else its name."""

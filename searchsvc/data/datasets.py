@@ -26,13 +26,25 @@ from pathlib import Path
 
 import numpy as np
 
-from searchsvc.data.idx_files import IDX_DATASETS, default_cache_dir, locate_files, read_idx
+from searchsvc.data.idx_files import (
+    IDX_DATASETS,
+    availability_problem,
+    default_cache_dir,
+    locate_files,
+    read_idx,
+)
 from searchsvc.data.npz_files import RawData, read_npz
 from searchsvc.errors import DataError
 from searchsvc.settings import Settings
 from searchsvc.trainer import Dataset
 
-__all__ = ["DATASET_NAMES", "FASHION_MNIST_CLASSES", "default_cache_dir", "load_dataset"]
+__all__ = [
+    "DATASET_NAMES",
+    "FASHION_MNIST_CLASSES",
+    "dataset_problem",
+    "default_cache_dir",
+    "load_dataset",
+]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +140,25 @@ def load_dataset(
         n_classes,
     )
     return data
+
+
+def dataset_problem(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    path: str | Path | None = None,
+    settings: Settings | None = None,
+) -> str | None:
+    """Why data set ``name`` cannot be loaded, as a ``dataset: ...`` line, or None: an IDX
+    set's files are neither on disk nor downloadable, or an ``npz`` file is missing. Cheap
+    (nothing is read), so a run checks it before it creates anything."""
+    key = name.replace("-", "_")
+    if key in IDX_DATASETS:
+        problem = availability_problem(key, data_dir=data_dir, settings=settings)
+        return f"dataset: {problem}" if problem else None
+    if key == "npz" and path is not None and not Path(path).is_file():
+        return f"dataset -> path: {path}: no such file"
+    return None
 
 
 def _read_raw(

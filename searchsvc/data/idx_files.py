@@ -28,6 +28,7 @@ from searchsvc.errors import DataError
 from searchsvc.settings import Settings
 
 __all__ = [
+    "availability_problem",
     "DATA_DIR_ENV",
     "IdxDataset",
     "IDX_DATASETS",
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "SEARCHSVC_DATA_DIR"
 _DOWNLOAD_TIMEOUT_S = 60
+_PROBE_TIMEOUT_S = 5  # one HEAD request per mirror when a run checks it can fetch the data
 _CHUNK = 1 << 20
 
 
@@ -191,6 +193,39 @@ def locate_files(
                     + _where_to_put(name, spec, missing, dirs, settings.cache_dir)
                 ) from None
     return found
+
+
+def availability_problem(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    mirrors: Sequence[str] | None = None,
+    settings: Settings | None = None,
+) -> str | None:
+    """Why IDX data set ``name`` cannot be had, or None: its files are on disk, or a mirror
+    answers for the first missing one (checked before a run creates anything; the files are
+    verified when they are read)."""
+    spec = IDX_DATASETS[name]
+    settings = settings if settings is not None else Settings.from_env()
+    dirs = candidate_dirs(data_dir, settings)
+    missing = [
+        f for f in spec.files if not any((d / spec.folder / f.name).is_file() for d in dirs)
+    ]
+    if not missing:
+        return None
+    errors = []
+    for mirror in mirrors or spec.mirrors:
+        url = mirror.rstrip("/") + "/" + missing[0].name
+        try:
+            request = urllib.request.Request(url, method="HEAD")
+            with urllib.request.urlopen(request, timeout=_PROBE_TIMEOUT_S):
+                return None  # it can be downloaded
+        except (OSError, ValueError) as exc:
+            errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+    return (
+        _where_to_put(name, spec, missing, dirs, settings.cache_dir)
+        + f" (no download mirror answers: {errors[0]})"
+    )
 
 
 def _where_to_put(

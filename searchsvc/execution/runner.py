@@ -103,6 +103,7 @@ def run_study(
     run = study if isinstance(study, StudyRun) else StudyRun.prepare(
         study, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage, workdir=workdir
     )  # fmt: skip
+    run.preflight(address)  # before anything is created: the data, the Ray address
     console = console or Console(stderr=True)
     started = time.monotonic()
     ensemble: EnsembleSummary | None = None

@@ -7,6 +7,7 @@ call ``load_study`` first, so a bad file stops before anything is created.
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -167,11 +168,12 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
     if spec.sampler.name == "grid" and spec.grid_size() <= 5000:
         # A grid runs every combination, so check combinations, not one choice at a time.
         return _check_grid(spec, base, check)
+    # Each value a trial may be given, one param at a time: both ends of a range (a trainer's
+    # bound is often on the high side: dropout < 1) and every categorical choice.
     variants = [
-        (key, {**base, key: choice})
+        (key, {**base, key: value})
         for key, param in spec.search_space.items()
-        if isinstance(param, CategoricalParam)
-        for choice in param.choices[1:]
+        for value in _values_to_check(param)
     ]
     for key, params in variants:
         try:
@@ -179,6 +181,21 @@ def _check_params(spec: StudySpec, trainer: Any) -> list[str]:
         except ValueError as exc:
             problems.append(f"search_space -> {key}: trainer {spec.trainer!r} rejects it: {exc}")
     return problems
+
+
+def _values_to_check(param: Any) -> list[Any]:
+    """The values of ``param`` the base point does not already hold."""
+    from searchsvc.study.spec import CategoricalParam, FloatParam, IntParam
+
+    match param:
+        case FloatParam() | IntParam():
+            high = param.high
+            if param.step:  # the highest value on the step's grid, as Optuna samples it
+                high = param.low + math.floor((param.high - param.low) / param.step) * param.step
+            return [high] if high != param.low else []
+        case CategoricalParam():
+            return list(param.choices[1:])
+    return []
 
 
 def _check_grid(spec: StudySpec, base: dict[str, Any], check: Any) -> list[str]:

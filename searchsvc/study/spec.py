@@ -7,14 +7,13 @@ The loader (``searchsvc.study.loader``) turns validation errors into one line pe
 from __future__ import annotations
 
 import math
-import re
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from searchsvc.study import diagnosis as diag
 from searchsvc.study.base import Strict as _Strict
+from searchsvc.study.conditions import Condition, condition_problem
 from searchsvc.study.options import (
     AshaSchedulerSpec,
     SamplerSpec,
@@ -40,59 +39,6 @@ __all__ = [
     "SchedulerSpec",
     "StudySpec",
 ]
-
-
-# --------------------------------------------------------------------------- conditions
-
-_CONDITION = re.compile(r"^\s*([A-Za-z_]\w*)\s*(==|!=|>=|<=|>|<|\bin\b|\bnot in\b)\s*(.+?)\s*$")
-
-
-class Condition(_Strict):
-    """``when: "n_layers >= 2"``: the parameter exists only when this holds."""
-
-    param: str
-    op: Literal["==", "!=", ">=", "<=", ">", "<", "in", "not in"]
-    value: Any
-
-    @classmethod
-    def parse(cls, text: str) -> Condition:
-        match = _CONDITION.match(text)
-        if not match:
-            raise ValueError(
-                f"condition {text!r} is not of the form '<param> <op> <value>' "
-                "with op one of == != >= <= > < in, e.g. 'n_layers >= 2'"
-            )
-        name, op, raw = match.groups()
-        value = yaml.safe_load(raw)
-        if op in ("in", "not in") and not isinstance(value, list):
-            raise ValueError(f"condition {text!r}: 'in' needs a list, e.g. [adam, adamw]")
-        return cls(param=name, op=op, value=value)
-
-    def holds(self, params: dict[str, Any]) -> bool:
-        """True when the parent param is present and satisfies the condition."""
-        if self.param not in params:
-            return False
-        actual = params[self.param]
-        match self.op:
-            case "==":
-                return actual == self.value
-            case "!=":
-                return actual != self.value
-            case ">=":
-                return actual >= self.value
-            case "<=":
-                return actual <= self.value
-            case ">":
-                return actual > self.value
-            case "<":
-                return actual < self.value
-            case "in":
-                return actual in self.value
-            case _:
-                return actual not in self.value
-
-    def __str__(self) -> str:
-        return f"{self.param} {self.op} {self.value!r}"
 
 
 class _ParamBase(_Strict):
@@ -176,6 +122,21 @@ class FixedParam(_ParamBase):
 
     type: Literal["fixed"]
     value: str | int | float | bool | None
+
+
+def _domain(param: Any) -> tuple[list[Any], bool]:
+    """Values ``param`` can take, and whether that list is all of them: a condition on it is
+    checked against these before any trial runs."""
+    match param:
+        case CategoricalParam():
+            return list(param.choices), True
+        case FixedParam():
+            return [param.value], True
+        case IntParam() if (param.high - param.low) // param.step < 1000:
+            return list(range(param.low, param.high + 1, param.step)), True
+        case FloatParam() | IntParam():
+            return [param.low, param.high], False
+    return [], False
 
 
 ParamSpec = Annotated[
@@ -327,6 +288,9 @@ class StudySpec(_Strict):
                         f"search_space -> {key}: condition '{param.when}' refers to {parent!r}, "
                         "which must be a param defined above it"
                     )
+                problem = condition_problem(param.when, _domain(seen[parent]))
+                if problem:
+                    raise ValueError(f"search_space -> {key}: {problem}")
             seen[key] = param
         names = [o.metric for o in self.objectives]
         if len(set(names)) != len(names):

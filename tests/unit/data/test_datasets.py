@@ -333,3 +333,34 @@ def test_unreadable_or_missing_npz_raises_data_error_naming_the_file(tmp_path: P
     assert str(tmp_path / "absent.npz") in str(info.value)
     with pytest.raises(DataError, match="needs 'path'"):
         load_dataset("npz")
+
+
+def test_an_idx_set_neither_on_disk_nor_downloadable_is_named_before_a_run(tmp_path):
+    from searchsvc.data.idx_files import availability_problem
+    from searchsvc.settings import Settings
+    from tests.servers import free_port
+
+    settings = Settings.from_env({"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    port = free_port()  # nothing listens there
+    problem = availability_problem(
+        "mnist", data_dir=tmp_path / "empty", mirrors=(f"http://127.0.0.1:{port}/",),
+        settings=settings,
+    )  # fmt: skip
+    cache = tmp_path / "cache" / "searchsvc" / "data" / "mnist"
+    assert problem == (
+        "mnist: missing train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (searched "
+        f"{tmp_path / 'empty' / 'mnist'}, {cache}); put the files in <data dir>/mnist/ and pass "
+        f"that data dir or set SEARCHSVC_DATA_DIR=<data dir>, or allow downloads into {cache} "
+        f"(no download mirror answers: http://127.0.0.1:{port}/train-images-idx3-ubyte.gz: "
+        "[Errno 111] Connection refused)"
+    )
+    assert not (tmp_path / "cache").exists(), "nothing created"
+
+
+def test_an_idx_set_on_disk_needs_no_mirror(data_dir):
+    from searchsvc.data.idx_files import availability_problem
+
+    assert (
+        availability_problem("mnist", data_dir=data_dir, mirrors=("http://127.0.0.1:9/",)) is None
+    )
