@@ -13,7 +13,6 @@ __all__ = [
     "DIAGNOSIS",
     "DIAGNOSIS_EVIDENCE",
     "DIVERGED",
-    "DRIVER",
     "EPOCHS",
     "INTERRUPTED",
     "PARENT_RUN",
@@ -37,8 +36,6 @@ __all__ = [
 
 BUDGET = "budget_n_trials"
 """The trial budget of the last ``searchsvc run`` (after ``--n-trials``), for ``status``."""
-DRIVER = "driver"
-"""The driver running the study now: ``{host, pid, heartbeat}`` (empty when none)."""
 PARENT_RUN = "mlflow_parent_run_id"
 """The study's MLflow parent run."""
 

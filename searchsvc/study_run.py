@@ -28,6 +28,7 @@ from searchsvc.study.spec import StudySpec
 if TYPE_CHECKING:
     import optuna
 
+    from searchsvc.search.claim import StudyClaim
     from searchsvc.study.loader import Study
     from searchsvc.tracking import StudyTracker
     from searchsvc.trainer import Dataset, Trainer
@@ -87,7 +88,7 @@ class StudyRun:
     data: Dataset | None = None
     settings: Settings = field(default_factory=Settings)
     stage: str = "starting"
-    claimed: bool = False
+    claim: StudyClaim | None = None  # this command's hold on the study (one driver)
     owns_parent: bool = False  # this command set the parent run RUNNING, so it ends it
     trainer_instance: Trainer | None = field(default=None, repr=False)
 
@@ -207,14 +208,14 @@ class StudyRun:
         Returns:
             The numbers of the trials a dead driver left running (now asked for again).
         """
+        from searchsvc.search.claim import StudyClaim
         from searchsvc.search.samplers import build_sampler
-        from searchsvc.search.storage import claim_study, open_study, recover_interrupted
+        from searchsvc.search.storage import open_study, recover_interrupted
 
         self.paths.workdir.mkdir(parents=True, exist_ok=True)
         self.study = open_study(self.spec, self.paths.storage_url)
         # Before anything else: a second live driver would take the first one's trials as orphans.
-        claim_study(self.study)
-        self.claimed = True
+        self.claim = StudyClaim.acquire(self.paths.storage_url, self.spec.name)
         recovered = recover_interrupted(self.study)
         # A resumed seeded sampler must not replay the start-up points of the first run.
         seed = self.spec.seed + len(self.study.get_trials(deepcopy=False))
@@ -326,7 +327,7 @@ class StudyRun:
         outcome = outcome if outcome is not None else RunOutcome()
         if "ray" in sys.modules:
             _best_effort("stop Ray", _shutdown_ray)
-        if self.claimed and self.study is not None:
+        if self.claim is not None and self.study is not None:
             from searchsvc.search.storage import recover_interrupted
 
             # Trials Ray did not finish become interrupted (asked for again), not RUNNING.
@@ -334,7 +335,7 @@ class StudyRun:
         if self.tracker is not None and self.owns_parent:
             tracker = self.tracker
             _best_effort("write deferred MLflow updates", tracker.flush_now)
-            if self.claimed:
+            if self.claim is not None:
                 _best_effort("end stale trial runs", tracker.close_stale_trial_runs)
             if _best_effort("end the MLflow parent run", lambda: tracker.end_study(status)):
                 outcome.status = status
@@ -344,11 +345,9 @@ class StudyRun:
                     "MLflow at %s: %d update(s) could not be written (unreachable); they are "
                     "not recorded", tracker.tracking_uri, tracker.pending,
                 )  # fmt: skip
-        if self.claimed and self.study is not None:
-            from searchsvc.search.storage import release_study
-
-            if _best_effort("release the study", lambda: release_study(self.study)):
-                self.claimed = False
+        if self.claim is not None:
+            if _best_effort("release the study", self.claim.release):
+                self.claim = None
 
 
 def study_names(storage: str) -> list[str]:

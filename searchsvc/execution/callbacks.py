@@ -20,12 +20,11 @@ from rich.text import Text
 from searchsvc import keys
 from searchsvc.execution.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
 from searchsvc.search.searcher import OptunaSearcher, TrialOutcome, TrialState
-from searchsvc.search.storage import heartbeat
 from searchsvc.search.trial_config import RESUMED_AFTER, params_of, ticket_of
 from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import StudyTracker
 
-__all__ = ["DriverHeartbeat", "TrackingCallback", "ProgressCallback", "RAY_RESULT_KEYS"]
+__all__ = ["TrackingCallback", "ProgressCallback", "RAY_RESULT_KEYS"]
 
 logger = logging.getLogger(__name__)
 
@@ -255,24 +254,3 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class DriverHeartbeat(Callback):
-    """Renews the driver's hold on the study every ``every_s`` seconds (see claim_study)."""
-
-    def __init__(self, study: Any, every_s: float = 10.0) -> None:
-        self._study = study
-        self._every_s = every_s
-        self._last = time.monotonic()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}  # pickled into Tune's experiment state; nothing there to restore
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if time.monotonic() - self._last < self._every_s:
-            return
-        self._last = time.monotonic()
-        try:
-            heartbeat(self._study)
-        except Exception:  # a missed heartbeat must not stop the study
-            logger.warning("could not renew the driver heartbeat", exc_info=True)

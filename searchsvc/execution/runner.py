@@ -191,7 +191,7 @@ def _search(run: StudyRun, address: str | None, console: Console) -> None:
 def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> Any:
     from ray import tune
 
-    from searchsvc.execution.callbacks import DriverHeartbeat, ProgressCallback, TrackingCallback
+    from searchsvc.execution.callbacks import ProgressCallback, TrackingCallback
     from searchsvc.execution.schedulers import build_scheduler, stopped_trial_ids
     from searchsvc.execution.trainable import make_trainable
     from searchsvc.search.searcher import OptunaSearcher
@@ -233,7 +233,7 @@ def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> An
             name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(run.paths.ray_storage),
             verbose=0,
-            callbacks=[tracking, progress, DriverHeartbeat(run.study)],
+            callbacks=[tracking, progress],
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

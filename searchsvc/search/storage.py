@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -15,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from searchsvc import keys
-from searchsvc.errors import StudyBusyError, TrackingError
+from searchsvc.errors import TrackingError
 from searchsvc.study.spec import StudySpec
 
 __all__ = [
@@ -23,10 +21,7 @@ __all__ = [
     "TrialSummary",
     "count_trials",
     "open_study",
-    "claim_study",
-    "heartbeat",
     "recover_interrupted",
-    "release_study",
     "resumed_trials",
     "retrying",
     "top_trials",
@@ -34,11 +29,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Study user attribute: the trial budget of the last `searchsvc run` (after --n-trials).
-# Study user attribute: the driver running the study now ({host, pid, heartbeat}).
-DRIVER_STALE_S = 60.0  # a driver on another host whose heartbeat is older is gone
-# Trial user attributes that carry a trial across a driver restart.
-# The trial's latest Ray checkpoint: {"path": folder, "epoch": n, "curves": diagnosis curves}.
 _T = TypeVar("_T")
 _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 
@@ -167,50 +157,6 @@ def count_trials(source: optuna.Study | Iterable[FrozenTrial]) -> StudyCounts:
         elif state == optuna.trial.TrialState.WAITING:
             counts.waiting += 1
     return counts
-
-
-def claim_study(study: optuna.Study, *, stale_after_s: float = DRIVER_STALE_S) -> None:
-    """Make this process the study's driver, unless another live driver holds it.
-
-    The holder is a study attribute (host, pid, heartbeat). It is alive when, on this host, its
-    process exists, or, on another host, its heartbeat is fresher than ``stale_after_s``. A
-    driver killed with SIGKILL leaves a dead holder, which the next run takes over.
-
-    Raises:
-        StudyBusyError: another driver is running the study now.
-    """
-    me = {"host": socket.gethostname(), "pid": os.getpid()}
-    holder = retrying(lambda: study.user_attrs.get(keys.DRIVER), "read driver") or {}
-    if holder and {k: holder.get(k) for k in me} != me and _driver_alive(holder, stale_after_s):
-        age = time.time() - float(holder.get("heartbeat", 0))
-        raise StudyBusyError(
-            f"study {study.study_name!r} is being run by another driver (pid {holder['pid']} "
-            f"on {holder['host']}, heartbeat {age:.0f} s ago); wait for it to end or stop it"
-        )
-    heartbeat(study)
-
-
-def heartbeat(study: optuna.Study) -> None:
-    """Renew this process's hold on the study (the driver calls it every few seconds)."""
-    attr = {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
-    retrying(lambda: study.set_user_attr(keys.DRIVER, attr), "heartbeat")
-
-
-def release_study(study: optuna.Study) -> None:
-    """Let go of the study at the end of a run."""
-    retrying(lambda: study.set_user_attr(keys.DRIVER, {}), "release")
-
-
-def _driver_alive(holder: dict[str, Any], stale_after_s: float) -> bool:
-    if holder.get("host") == socket.gethostname():
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # it exists, under another user
-            return True
-        return True
-    return time.time() - float(holder.get("heartbeat", 0)) < stale_after_s
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import yaml
 
-from searchsvc import keys
+from searchsvc.search.claim import StudyClaim
 from tests.helpers import base_study
 
 
@@ -51,14 +51,15 @@ def test_failed_run_resume_hint_repeats_every_option(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     storage = f"sqlite:///{tmp_path / 'elsewhere.db'}"
     # Another live driver (this test's process) holds the study: the run stops with exit 1.
-    held = optuna.create_study(study_name="busy", storage=storage)
-    held.set_user_attr(keys.DRIVER, {"host": os.uname().nodename, "pid": os.getpid(),
-                                     "heartbeat": 0})  # fmt: skip
-
-    done = _searchsvc(
-        tmp_path, "run", "study.yaml", "--storage", storage, "--data-dir", "data",
-        "--set", "budget.n_trials=2", "--set", "seed=3", "--no-ensemble",
-    )  # fmt: skip
+    optuna.create_study(study_name="busy", storage=storage)
+    held = StudyClaim.acquire(storage, "busy")
+    try:
+        done = _searchsvc(
+            tmp_path, "run", "study.yaml", "--storage", storage, "--data-dir", "data",
+            "--set", "budget.n_trials=2", "--set", "seed=3", "--no-ensemble",
+        )  # fmt: skip
+    finally:
+        held.release()
 
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines()[-1] == (

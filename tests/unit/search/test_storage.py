@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 
 import optuna
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from searchsvc import keys
-from searchsvc.errors import StudyBusyError
 from searchsvc.search import storage
 from searchsvc.search.storage import (
-    claim_study,
     count_trials,
     open_study,
     recover_interrupted,
-    release_study,
     retrying,
 )
 from searchsvc.study.spec import StudySpec
@@ -116,36 +107,3 @@ def test_orphaned_running_trials_become_interrupted_and_are_asked_again(tmp_path
     assert again.params == {} and study.trials[-1].system_attrs.get("fixed_params") == {
         "lr": orphan.params["lr"]
     }
-
-
-def _study_held_by(tmp_path, holder: dict) -> optuna.Study:
-    spec = StudySpec.model_validate(base_study())
-    study = open_study(spec, f"sqlite:///{tmp_path}/optuna.db")
-    study.set_user_attr(keys.DRIVER, holder)
-    return study
-
-
-def test_a_second_driver_is_refused_while_the_first_lives(tmp_path):
-    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        holder = {"host": socket.gethostname(), "pid": first.pid, "heartbeat": time.time()}
-        study = _study_held_by(tmp_path, holder)
-        with pytest.raises(StudyBusyError, match=rf"pid {first.pid} on .*wait for it"):
-            claim_study(study)
-        assert study.user_attrs[keys.DRIVER]["pid"] == first.pid, "left untouched"
-    finally:
-        first.kill()
-        first.wait()
-    claim_study(study)  # the first driver is gone (as after SIGKILL): the next run takes over
-    assert study.user_attrs[keys.DRIVER]["pid"] == os.getpid()
-
-
-def test_a_driver_on_another_host_holds_the_study_until_its_heartbeat_is_stale(tmp_path):
-    fresh = {"host": "other-node", "pid": 1, "heartbeat": time.time() - 5}
-    study = _study_held_by(tmp_path, fresh)
-    with pytest.raises(StudyBusyError, match="other-node"):
-        claim_study(study)
-    study.set_user_attr(keys.DRIVER, {**fresh, "heartbeat": time.time() - 600})
-    claim_study(study)
-    release_study(study)
-    assert study.user_attrs[keys.DRIVER] == {}
