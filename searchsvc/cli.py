@@ -184,6 +184,9 @@ def run(
     data_dir: DataDirOpt = None,
     no_ensemble: Annotated[bool, typer.Option("--no-ensemble", help="Skip the ensemble.")] = False,
     sets: SetOpt = None,
+    strict_budget: Annotated[
+        bool, typer.Option("--strict-budget", help="Exit 3 unless the trial budget is met.")
+    ] = False,
 ) -> None:
     """Run the study (or resume it toward its budget)."""
     run_ = _prepare(
@@ -196,6 +199,7 @@ def run(
         "run", study, ("--n-trials", n_trials), ("--tracking-uri", tracking_uri),
         ("--storage", storage), ("--address", address), ("--workdir", workdir),
         ("--data-dir", data_dir), ("--no-ensemble", no_ensemble), ("--set", sets),
+        ("--strict-budget", strict_budget),
     )  # fmt: skip
     try:
         result = run_study(run_, address=address, console=err, build_ensemble=not no_ensemble)
@@ -208,6 +212,16 @@ def run(
     _print_summary(result)
     if result.interrupted:
         raise _stopped(result.stopped_during, result.signal, again)
+    if result.out_of_time:
+        err.print(
+            f"time budget of {run_.spec.budget.time_budget_s:g} s ran out: {result.finished} of "
+            f"{result.budget} trials finished; continue with: {again}",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if strict_budget and result.finished < result.budget:
+        err.print(f"[red]error:[/red] --strict-budget: {result.finished} of {result.budget} "
+                  "trials finished", highlight=False)  # fmt: skip
+        raise typer.Exit(3)
 
 
 def _print_summary(result: Any) -> None:  # a StudyResult (imported lazily)

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from searchsvc.ensemble.summary import EnsembleSummary
 from searchsvc.errors import SearchsvcError
+from searchsvc.search.budget import TimeBudget
 from searchsvc.search.storage import TrialSummary
 from searchsvc.signals import reassert_stop_signals, signal_handlers_kept
 from searchsvc.study.loader import Study
@@ -53,6 +54,7 @@ class StudyResult:
 
     ``interrupted``: Ctrl-C or SIGTERM stopped it during ``stopped_during`` (a stage name such
     as ``"searching"``), by ``signal``; the parent run then ended KILLED (``status``).
+    ``out_of_time``: the time budget ran out before ``budget`` trials finished.
     """
 
     name: str
@@ -68,6 +70,7 @@ class StudyResult:
     report: Path | None = None
     elapsed_s: float = 0.0
     stopped_during: str = ""
+    out_of_time: bool = False
     signal: str = ""
     status: str = ""
     pending: int = 0
@@ -108,6 +111,7 @@ def run_study(
     started = time.monotonic()
     ensemble: EnsembleSummary | None = None
     report: Path | None = None
+    out_of_time = False
     top: list[TrialSummary] = []
     with _quiet_libraries(), run.lifecycle() as outcome:
         run.enter("loading the data")
@@ -115,7 +119,7 @@ def run_study(
         run.enter("opening the study")
         _open(run, console)
         run.enter("searching")
-        _search(run, address, console)
+        out_of_time = _search(run, address, console)
         run.enter("summarising the search")
         top = _summarise(run)
         if build_ensemble and run.spec.ensemble.enabled and top:
@@ -125,7 +129,7 @@ def run_study(
             run.enter("writing the report")
             report = _report(run)
     result = _result(run, outcome, top)
-    result.ensemble, result.report = ensemble, report
+    result.ensemble, result.report, result.out_of_time = ensemble, report, out_of_time
     result.elapsed_s = time.monotonic() - started
     return result
 
@@ -144,8 +148,9 @@ def _open(run: StudyRun, console: Console) -> None:
         )
 
 
-def _search(run: StudyRun, address: str | None, console: Console) -> None:
-    """Run the trials still due on Ray; a Ctrl-C that Tune caught is raised again here."""
+def _search(run: StudyRun, address: str | None, console: Console) -> bool:
+    """Run the trials still due on Ray; True when the time budget ran out before the trial
+    budget was reached. A Ctrl-C that Tune caught is raised again here."""
     import ray
 
     from searchsvc.search.storage import count_trials, recover_interrupted
@@ -153,27 +158,26 @@ def _search(run: StudyRun, address: str | None, console: Console) -> None:
     finished = count_trials(run.study).finished
     to_run = max(run.budget - finished, 0)
     if not to_run:
-        return
-    tuner = _tuner(run, to_run, finished, console)
+        return False
+    budget = TimeBudget(run.spec.budget.time_budget_s)
+    tuner = _tuner(run, to_run, finished, console, budget)
     with signal_handlers_kept():
         _init_ray(address or run.settings.ray_address, run.search_path)
         reassert_stop_signals()  # ray.init replaced the SIGTERM handler with one that aborts
-        fit_started = time.monotonic()
+        budget.start()
         stopped = False
         try:
             tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C, which Tune lets through
             stopped = True
         finally:
-            # Trials Ray did not finish (Ctrl-C, time budget) become interrupted, not RUNNING.
+            # Trials Ray did not finish (Ctrl-C) become interrupted, not RUNNING.
             leftover = recover_interrupted(run.study)
             if ray.is_initialized():
                 ray.shutdown()
-    # Tune catches Ctrl-C itself and returns; unfinished trials without an expired time
-    # budget mean the user stopped the run.
-    limit = run.spec.budget.time_budget_s
-    out_of_time = limit is not None and time.monotonic() - fit_started >= limit
-    if stopped or (leftover and not out_of_time):
+    # Tune catches Ctrl-C itself and returns; unfinished trials mean the user stopped the run
+    # (the time budget stops trials at an epoch's end: they are finished, PRUNED).
+    if stopped or leftover:
         raise KeyboardInterrupt
     run.enter("writing the MLflow backlog")
     tracker = run.tracker
@@ -186,19 +190,22 @@ def _search(run: StudyRun, address: str | None, console: Console) -> None:
             f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "
             "the log above says which"
         )
+    return budget.expired() and count_trials(run.study).finished < run.budget
 
 
-def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> Any:
+def _tuner(
+    run: StudyRun, to_run: int, done_before: int, console: Console, budget: TimeBudget
+) -> Any:
     from ray import tune
 
     from searchsvc.execution.callbacks import ProgressCallback, TrackingCallback
-    from searchsvc.execution.schedulers import build_scheduler, stopped_trial_ids
+    from searchsvc.execution.schedulers import BudgetStopper, build_scheduler, stopped_trial_ids
     from searchsvc.execution.trainable import make_trainable
     from searchsvc.search.searcher import OptunaSearcher
 
     spec, data = run.spec, run.data
     scheduler = build_scheduler(spec)
-    searcher = OptunaSearcher(spec, run.study, stopped_trial_ids(scheduler))
+    searcher = OptunaSearcher(spec, run.study, stopped_trial_ids(scheduler), budget)
     tracking = TrackingCallback(
         run.tracker, searcher, trainer_ref=spec.trainer,
         n_features=data.n_features, n_classes=data.n_classes,
@@ -226,7 +233,6 @@ def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> An
             scheduler=scheduler,
             num_samples=to_run,
             max_concurrent_trials=spec.budget.max_concurrent_trials,
-            time_budget_s=spec.budget.time_budget_s,
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
@@ -234,6 +240,7 @@ def _tuner(run: StudyRun, to_run: int, done_before: int, console: Console) -> An
             storage_path=str(run.paths.ray_storage),
             verbose=0,
             callbacks=[tracking, progress],
+            stop=BudgetStopper(budget),
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         ),

@@ -15,7 +15,9 @@ from ray.tune.schedulers import (
     MedianStoppingRule,
     TrialScheduler,
 )
+from ray.tune.stopper import Stopper
 
+from searchsvc.search.budget import TimeBudget
 from searchsvc.study.options import (
     AshaSchedulerSpec,
     HyperbandSchedulerSpec,
@@ -24,7 +26,7 @@ from searchsvc.study.options import (
 )
 from searchsvc.study.spec import StudySpec
 
-__all__ = ["build_scheduler", "stopped_trial_ids"]
+__all__ = ["BudgetStopper", "build_scheduler", "stopped_trial_ids"]
 
 # The trainable's own epoch count, not Ray's training_iteration: a trial that resumes an
 # interrupted one from its checkpoint (after a driver restart) starts Ray's count again at 1.
@@ -120,3 +122,20 @@ def build_scheduler(spec: StudySpec) -> TrialScheduler:
 def stopped_trial_ids(scheduler: TrialScheduler) -> set[str]:
     """The Ray trial ids the scheduler stopped early (empty for a plain scheduler)."""
     return getattr(scheduler, "stopped_trial_ids", set())
+
+
+class BudgetStopper(Stopper):
+    """Stops each running trial at the end of the epoch during which the time budget ran out
+    (Tune's own ``time_budget_s`` kills them mid-epoch instead, leaving them FAIL)."""
+
+    def __init__(self, budget: TimeBudget) -> None:
+        self._budget = budget
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if not self._budget.expired():
+            return False
+        self._budget.stopped.add(trial_id)
+        return True
+
+    def stop_all(self) -> bool:
+        return False  # the searcher starts no trial after the deadline; running ones stop here

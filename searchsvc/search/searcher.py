@@ -19,6 +19,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from searchsvc import keys
+from searchsvc.search.budget import TimeBudget
 from searchsvc.search.space import suggest_params
 from searchsvc.search.storage import retrying
 from searchsvc.search.trial_config import RESUMED_AFTER, TrialTicket, make_config
@@ -73,10 +74,16 @@ class OptunaSearcher(Searcher):
         spec: the study spec (space, objectives).
         study: the Optuna study, already created in its storage.
         stopped_by_scheduler: the set the scheduler fills with the trial ids it stopped early.
+        time_budget: the search's time budget (none by default): once it runs out, no trial
+            starts and the trials it stops are PRUNED.
     """
 
     def __init__(
-        self, spec: StudySpec, study: optuna.Study, stopped_by_scheduler: set[str]
+        self,
+        spec: StudySpec,
+        study: optuna.Study,
+        stopped_by_scheduler: set[str],
+        time_budget: TimeBudget | None = None,
     ) -> None:
         objectives = spec.objectives
         super().__init__(
@@ -88,6 +95,7 @@ class OptunaSearcher(Searcher):
         self._spec = spec
         self._study = study
         self._stopped = stopped_by_scheduler
+        self._budget = time_budget if time_budget is not None else TimeBudget(None)
         self._live: dict[str, _Live] = {}
         self.outcomes: dict[str, TrialOutcome] = {}
         self.restarted: set[str] = set()  # successors that started again from epoch 1
@@ -97,7 +105,9 @@ class OptunaSearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         return {"_spec": self._spec}
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._budget.expired():  # before ask: no trial is created that would not run
+            return Searcher.FINISHED
         trial = retrying(self._study.ask, "ask")
         params = retrying(lambda: suggest_params(trial, self._spec.search_space), "suggest")
         live = _Live(trial=trial, params=params)
@@ -236,6 +246,11 @@ class OptunaSearcher(Searcher):
                 number, PRUNED, reason=f"diverged at epoch {epochs}", epochs=epochs
             )
         # A stop at the last epoch cuts nothing short: the trial ran its whole budget.
+        if trial_id in self._budget.stopped and epochs < self._spec.budget.max_epochs:
+            return TrialOutcome(
+                number, PRUNED, reason=f"stopped by the time budget at epoch {epochs}",
+                epochs=epochs,
+            )  # fmt: skip
         if trial_id in self._stopped and epochs < self._spec.budget.max_epochs:
             name = self._spec.scheduler.name
             return TrialOutcome(

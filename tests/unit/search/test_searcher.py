@@ -202,3 +202,25 @@ def test_a_successor_killed_before_its_first_checkpoint_hands_on_the_owners_chec
     third.on_trial_result("t3", _result(3, 0.25, resumed_after=2))
     assert study.trials[2].intermediate_values == {1: 1.0, 2: 0.5, 3: 0.25}
     assert not third.restarted
+
+
+def test_once_the_time_budget_runs_out_no_trial_starts_and_a_stopped_one_is_pruned(setup):
+    from ray.tune.search import Searcher
+
+    from searchsvc.search.budget import TimeBudget
+
+    spec, study, stopped, _ = setup
+    budget = TimeBudget(0.0)
+    searcher = OptunaSearcher(spec, study, stopped, budget)
+    searcher.suggest("t1")  # before the budget starts counting
+    searcher.on_trial_result("t1", _result(1, 0.9))
+    searcher.on_trial_result("t1", _result(2, 0.8))
+    budget.start()
+    assert searcher.suggest("t2") == Searcher.FINISHED
+    assert len(study.trials) == 1, "no trial asked of Optuna that would not run"
+    budget.stopped.add("t1")  # the stopper ended it after its epoch-2 result
+    searcher.on_trial_complete("t1", _result(2, 0.8))
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED
+    assert trial.user_attrs["reason"] == "stopped by the time budget at epoch 2"
+    assert trial.intermediate_values == {1: 0.9, 2: 0.8}
