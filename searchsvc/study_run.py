@@ -89,6 +89,7 @@ class StudyRun:
     settings: Settings = field(default_factory=Settings)
     stage: str = "starting"
     claim: StudyClaim | None = None  # this command's hold on the study (one driver)
+    ray_session: str | None = None  # the session folder of the local Ray this run started
     owns_parent: bool = False  # this command set the parent run RUNNING, so it ends it
     trainer_instance: Trainer | None = field(default=None, repr=False)
 
@@ -216,6 +217,7 @@ class StudyRun:
         self.study = open_study(self.spec, self.paths.storage_url)
         # Before anything else: a second live driver would take the first one's trials as orphans.
         self.claim = StudyClaim.acquire(self.paths.storage_url, self.spec.name)
+        _stop_what_a_dead_driver_left(self.claim)
         recovered = recover_interrupted(self.study)
         # A resumed seeded sampler must not replay the start-up points of the first run.
         seed = self.spec.seed + len(self.study.get_trials(deepcopy=False))
@@ -327,6 +329,11 @@ class StudyRun:
         outcome = outcome if outcome is not None else RunOutcome()
         if "ray" in sys.modules:
             _best_effort("stop Ray", _shutdown_ray)
+        if self.ray_session is not None:
+            from searchsvc.execution.leftovers import stop_session
+
+            session = self.ray_session
+            _best_effort("stop Ray's leftover processes", lambda: stop_session(session))
         if self.claim is not None and self.study is not None:
             from searchsvc.search.storage import recover_interrupted
 
@@ -360,6 +367,17 @@ def study_names(storage: str) -> list[str]:
         from searchsvc.errors import TrackingError
 
         raise TrackingError(f"Optuna storage {storage}: {exc}") from exc
+
+
+def _stop_what_a_dead_driver_left(claim: StudyClaim) -> None:
+    """The local Ray of the driver this claim took over from, if it ran on this host."""
+    previous = claim.previous
+    if previous is None or not previous.ray_session or previous.host != claim.holder.host:
+        return
+    from searchsvc.execution.leftovers import stop_session
+
+    session = previous.ray_session
+    _best_effort("stop the dead driver's Ray", lambda: stop_session(session))
 
 
 def _shutdown_ray() -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from searchsvc.ensemble.summary import EnsembleSummary
 from searchsvc.errors import SearchsvcError
+from searchsvc.execution.ray_session import start_ray
 from searchsvc.search.budget import TimeBudget
 from searchsvc.search.storage import TrialSummary
 from searchsvc.signals import reassert_stop_signals, signal_handlers_kept
@@ -162,7 +163,7 @@ def _search(run: StudyRun, address: str | None, console: Console) -> bool:
     budget = TimeBudget(run.spec.budget.time_budget_s)
     tuner = _tuner(run, to_run, finished, console, budget)
     with signal_handlers_kept():
-        _init_ray(address or run.settings.ray_address, run.search_path)
+        start_ray(run, address or run.settings.ray_address)
         reassert_stop_signals()  # ray.init replaced the SIGTERM handler with one that aborts
         budget.start()
         stopped = False
@@ -354,31 +355,6 @@ def _quiet_libraries() -> Iterator[None]:
                 os.environ[key] = value
         for name, level in saved_levels.items():
             logging.getLogger(name).setLevel(level)
-
-
-def _init_ray(address: str | None, search_path: tuple[str, ...]) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "logging_level": logging.ERROR,
-        # Trainers named 'module:object' from the user's folder must import in the workers too.
-        "runtime_env": {"env_vars": {"PYTHONPATH": _pythonpath(search_path)}},
-    }
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # "local": always a fresh cluster of this machine's cores, never a leftover one.
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, **kwargs)
-
-
-def _pythonpath(search_path: tuple[str, ...]) -> str:
-    """The workers' PYTHONPATH: theirs, then the study file's folder and the current folder."""
-    parts = [*filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)), *search_path]
-    return os.pathsep.join(dict.fromkeys(parts))
 
 
 def _best(run: StudyRun) -> tuple[int, float] | None:

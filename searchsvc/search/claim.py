@@ -47,6 +47,9 @@ _DRIVERS = sa.Table(
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("heartbeat", sa.Float, nullable=False),
+    # The local Ray this driver started (its session folder), so that a run taking over from
+    # a killed driver can stop what that driver left running (see execution/leftovers.py).
+    sa.Column("ray_session", sa.String(1024), nullable=True),
 )
 
 
@@ -58,6 +61,7 @@ class Holder:
     host: str
     pid: int
     heartbeat: float
+    ray_session: str | None = None
 
     def alive(self, stale_after_s: float) -> bool:
         """Its process exists (this host), or its heartbeat is fresh (another host)."""
@@ -98,8 +102,10 @@ def holder_of(storage_url: str, study_name: str) -> Holder | None:
 def _read(engine: sa.Engine, study_name: str) -> Holder | None:
     with engine.connect() as connection:
         row = connection.execute(
-            sa.select(_DRIVERS.c.token, _DRIVERS.c.host, _DRIVERS.c.pid, _DRIVERS.c.heartbeat)
-            .where(_DRIVERS.c.study_name == study_name)
+            sa.select(
+                _DRIVERS.c.token, _DRIVERS.c.host, _DRIVERS.c.pid, _DRIVERS.c.heartbeat,
+                _DRIVERS.c.ray_session,
+            ).where(_DRIVERS.c.study_name == study_name)
         ).first()  # fmt: skip
     return Holder(*row) if row is not None else None
 
@@ -107,10 +113,13 @@ def _read(engine: sa.Engine, study_name: str) -> Holder | None:
 class StudyClaim:
     """This process's hold on one study, from :meth:`acquire` until :meth:`release`."""
 
-    def __init__(self, engine: sa.Engine, study_name: str, holder: Holder) -> None:
+    def __init__(
+        self, engine: sa.Engine, study_name: str, holder: Holder, previous: Holder | None = None
+    ) -> None:
         self._engine = engine
         self.study_name = study_name
         self.holder = holder
+        self.previous = previous  # the dead driver this claim took over from, if any
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
 
@@ -143,9 +152,19 @@ class StudyClaim:
         if held is not None:
             logger.info("%s: took over from a driver that is gone (pid %d on %s)",
                         study_name, held.pid, held.host)  # fmt: skip
-        claim = cls(engine, study_name, me)
+        claim = cls(engine, study_name, me, previous=held)
         claim._start(heartbeat_every_s)
         return claim
+
+    def record_ray_session(self, session_dir: str) -> None:
+        """Remember the local Ray session this driver started, for whoever takes over."""
+        with self._engine.begin() as connection:
+            connection.execute(
+                _DRIVERS.update()
+                .where(_DRIVERS.c.study_name == self.study_name)
+                .where(_DRIVERS.c.token == self.holder.token)
+                .values(ray_session=session_dir)
+            )  # fmt: skip
 
     def beat(self) -> bool:
         """Renew the heartbeat; False when the claim is no longer this process's."""
@@ -193,7 +212,10 @@ class StudyClaim:
 
 def _write(engine: sa.Engine, study_name: str, me: Holder, *, replacing: Holder | None) -> bool:
     """Insert this driver's row, or swap it in for ``replacing``; False when another won."""
-    values = {"token": me.token, "host": me.host, "pid": me.pid, "heartbeat": me.heartbeat}
+    values = {
+        "token": me.token, "host": me.host, "pid": me.pid, "heartbeat": me.heartbeat,
+        "ray_session": None,
+    }  # fmt: skip
     try:
         with engine.begin() as connection:
             if replacing is None:
