@@ -29,7 +29,7 @@ from searchsvc.ensemble.members import load_members_dir, write_members_dir
 from searchsvc.ensemble.metrics import accuracy, log_loss, scores
 from searchsvc.ensemble.predictor import Ensemble, Member, feature_range_of, member_val_probs
 from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
-from searchsvc.ensemble.selection import select_greedy, select_top_k
+from searchsvc.ensemble.selection import select_members
 from searchsvc.ensemble.summary import EnsembleSummary, MemberWeight, Scores
 from searchsvc.errors import EnsembleError, TrackingError
 from searchsvc.study.locations import StudyPaths
@@ -93,16 +93,30 @@ def build_study_ensemble(
 
         # Validation predictions of every candidate, computed once (by gather_candidates).
         val_probs = np.stack([c.val_probs for c in pool])
-        if method == "greedy":
-            weights = select_greedy(val_probs, data.y_val, size, init_size=min(3, len(pool)))
-        else:
-            weights = select_top_k(val_probs, data.y_val, size)
+        weights = _registered_weights(
+            select_members(method, val_probs, data.y_val, size), val_probs, data.y_val, single
+        )
         members_dir = _write_members(pool, weights, folder / "members", spec, data)
         ensemble = load_members_dir(members_dir)
         summary = _summary(method, ensemble, weights, val_probs, pool, single, data)
         summary.skipped = skipped
         _log_to_parent(tracker, paths, spec, members_dir, data, summary)
     return summary
+
+
+def _registered_weights(
+    weights: np.ndarray, val_probs: np.ndarray, y_val: np.ndarray, single: int
+) -> np.ndarray:
+    """What is registered: the better on validation log-loss of the selected ensemble and the
+    best single trial as an ensemble of one (ties to the ensemble), so the registered model
+    never loses to the study's best trial on the split that chooses."""
+    selected = log_loss(np.tensordot(weights, val_probs, axes=1), y_val)
+    if log_loss(val_probs[single], y_val) < selected:
+        logger.info("the best single trial beats the selected ensemble; it is registered alone")
+        alone = np.zeros_like(weights)
+        alone[single] = 1.0
+        return alone
+    return weights
 
 
 def _trial_runs(tracker: StudyTracker) -> dict[int, str]:
@@ -180,6 +194,8 @@ def _summary(
         best_single_trial=single_member.trial_number,
         best_single_val_nll=log_loss(val_probs[single], data.y_val),
     )
+    if np.count_nonzero(weights) == 1 and weights[single] > 0:
+        summary.registered = "best_single"
     if data.x_test is not None and data.y_test is not None:
         single_probs = member_val_probs([pool[single].network], data.x_test)[0]
         summary.best_single = Scores(**scores(single_probs, data.y_test))

@@ -47,6 +47,8 @@ class EnsembleSummary:
         best_single_trial: the best completed trial with stored weights.
         best_single_val_nll: that trial on the validation split.
         best_single, ensemble: test-split scores (None when the data has no test split).
+        registered: what won on validation log-loss and was registered: ``ensemble`` (the
+            selection) or ``best_single`` (the best single trial alone).
         skipped: completed trials passed over because their stored model is missing or
             unusable (the next best took their place).
         version: the registered model version; ``champion``: whether the alias moved to it;
@@ -62,6 +64,7 @@ class EnsembleSummary:
     best_single: Scores | None = None
     ensemble: Scores | None = None
     skipped: list[SkippedTrial] = dataclasses.field(default_factory=list)
+    registered: str = "ensemble"
     version: str | None = None
     champion: bool = False
     model_uri: str | None = None
@@ -69,6 +72,8 @@ class EnsembleSummary:
     def to_json(self) -> dict[str, Any]:
         """The ``summary.json`` form (``best_single`` also names its trial)."""
         data = dataclasses.asdict(self)
+        # By how much the registered model beats the best single trial on validation (>= 0).
+        data["val_nll_margin"] = self.best_single_val_nll - self.val_nll
         if data["best_single"] is not None:
             data["best_single"]["trial"] = self.best_single_trial
         return data

@@ -145,11 +145,17 @@ def test_metrics_reject_bad_arguments(probs: np.ndarray, y: np.ndarray, match: s
 # ---------------------------------------------------------------------------- selection
 
 
-def test_top_k_weights_the_first_k_equally() -> None:
-    y = np.array([0, 1])
-    val_probs = np.full((4, 2, 2), 0.5)
-    np.testing.assert_allclose(select_top_k(val_probs, y, 3), [1 / 3, 1 / 3, 1 / 3, 0])
-    np.testing.assert_allclose(select_top_k(val_probs, y, 9), [0.25] * 4)  # capped at m
+def test_top_k_weights_the_best_prefix_by_validation_loss_equally() -> None:
+    y = np.array([0, 1, 0, 1])
+    poor = probs_from_true([0.2] * 4, y)
+    left = probs_from_true([0.95, 0.95, 0.4, 0.4], y)
+    right = probs_from_true([0.4, 0.4, 0.95, 0.95], y)
+    flat = probs_from_true([0.6] * 4, y)
+    val_probs = np.stack([poor, left, right, flat])  # ranked by some objective, not by loss
+    # By loss: left, right (.484 each), flat (.511), poor; left+right (.393) is the best prefix.
+    np.testing.assert_allclose(select_top_k(val_probs, y, 3), [0, 0.5, 0.5, 0])
+    np.testing.assert_allclose(select_top_k(val_probs, y, 9), [0, 0.5, 0.5, 0])  # capped at m
+    np.testing.assert_allclose(select_top_k(val_probs, y, 1), [0, 1, 0, 0])
     with pytest.raises(EnsembleError, match="positive"):
         select_top_k(val_probs, y, 0)
 
@@ -188,10 +194,18 @@ def test_greedy_sorted_init_and_tie_breaks_are_deterministic() -> None:
     # init_size=1 takes the lowest-index of the tied best; later picks also prefer index 1.
     np.testing.assert_allclose(select_greedy(val_probs, y, 1, init_size=1), [0, 1, 0, 0])
     np.testing.assert_allclose(select_greedy(val_probs, y, 3, init_size=1), [0, 1, 0, 0])
-    # init_size=2 takes both duplicates once (sorted init), then index 1 again.
-    np.testing.assert_allclose(select_greedy(val_probs, y, 3, init_size=2), [0, 2 / 3, 0, 1 / 3])
-    # init_size larger than size is capped at size
-    np.testing.assert_allclose(select_greedy(val_probs, y, 2, init_size=3), [0, 0.5, 0, 0.5])
+    # init_size=2 could average both duplicates, but that is no better: ties go to the fewer.
+    np.testing.assert_allclose(select_greedy(val_probs, y, 3, init_size=2), [0, 1, 0, 0])
+    np.testing.assert_allclose(select_greedy(val_probs, y, 2, init_size=3), [0, 1, 0, 0])
+
+
+def test_greedy_never_forces_a_poor_candidate_in_and_keeps_the_best_prefix() -> None:
+    y = np.array([0, 1, 0, 1])
+    strong = probs_from_true([0.9] * 4, y)
+    poor = probs_from_true([0.3] * 4, y)
+    val_probs = np.stack([strong, poor, poor.copy(), poor.copy()])
+    # The old sorted init took the best three (strong and two poor) whatever their loss.
+    np.testing.assert_allclose(select_greedy(val_probs, y, 4, init_size=3), [1, 0, 0, 0])
 
 
 def test_greedy_matches_a_naive_reference_on_random_candidates() -> None:
@@ -200,13 +214,18 @@ def test_greedy_matches_a_naive_reference_on_random_candidates() -> None:
     val_probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
     y = rng.integers(0, 3, size=50)
     size, init_size = 8, 2
-    # Naive Caruana: recompute the full log-loss of every candidate average at each step.
+    # Naive Caruana with its safeguards: the best sorted init of 1..init_size, then full
+    # log-loss recomputed for every candidate average at each step, the best prefix kept.
     order = sorted(range(6), key=lambda i: (log_loss(val_probs[i], y), i))
-    picks = order[:init_size]
+    inits = [order[:n] for n in range(1, init_size + 1)]
+    picks = min(inits, key=lambda p: (log_loss(val_probs[p].mean(axis=0), y), len(p)))
+    prefixes = [list(picks)]
     while len(picks) < size:
         losses = [log_loss(val_probs[picks + [c]].mean(axis=0), y) for c in range(6)]
-        picks.append(int(np.argmin(losses)))
-    expected = np.bincount(picks, minlength=6) / size
+        picks = picks + [int(np.argmin(losses))]
+        prefixes.append(picks)
+    best = min(prefixes, key=lambda p: (log_loss(val_probs[p].mean(axis=0), y), len(p)))
+    expected = np.bincount(best, minlength=6) / len(best)
     np.testing.assert_allclose(select_greedy(val_probs, y, size, init_size=init_size), expected)
 
 
@@ -719,3 +738,40 @@ def test_best_single_index_refuses_no_members_and_unknown_modes() -> None:
         best_single_index([], "min")
     with pytest.raises(EnsembleError, match="'minimize'"):
         best_single_index([Member(0, 1.0, {}, 0.1)], "minimize")
+
+
+@pytest.mark.parametrize("method", ["greedy", "top_k"])
+def test_a_pool_of_one_strong_and_several_poor_trials_registers_nothing_worse_than_the_strong(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    # Trial 0 is trained on the data; trials 1-4 are random networks made confidently wrong.
+    # The objective ranks the poor ones first, as a noisy metric can.
+    spec, paths, tracker, data, networks = _study_with_models(
+        tmp_path, {0: 0.9, 1: 0.1, 2: 0.2, 3: 0.3, 4: 0.4}, with_model={0, 1, 2, 3, 4}
+    )
+    strong = networks[0]
+    optimiser = torch.optim.Adam(strong.parameters(), lr=0.05)
+    x, y = torch.tensor(data.x_val), torch.tensor(data.y_val)
+    for _ in range(300):
+        optimiser.zero_grad()
+        nn.functional.cross_entropy(strong(x), y).backward()
+        optimiser.step()
+    for number, net in networks.items():
+        state = {k: v * 25 if number else v for k, v in net.state_dict().items()}
+        torch.save(state, tmp_path / "models" / f"run-{number}" / "model" / "state_dict.pt")
+    monkeypatch.setattr(study_ensemble, "_log_to_parent", lambda *args: None)
+    monkeypatch.setattr(
+        study_ensemble, "load_members_dir",
+        functools.partial(load_members_dir, resolver=lambda ref: TINY),
+    )  # fmt: skip
+
+    summary = build_study_ensemble(
+        _run(spec, paths, tracker, data), method=method, size=4, candidates=5
+    )
+
+    strong_nll = log_loss(member_val_probs([strong], data.x_val)[0], data.y_val)
+    assert summary.val_nll <= strong_nll + 1e-9
+    assert 0 in {m.trial for m in summary.members}
+    assert summary.to_json()["val_nll_margin"] == summary.best_single_val_nll - summary.val_nll
+    assert summary.best_single_trial == 1  # the objective's best: a poor one
+    assert summary.val_nll < summary.best_single_val_nll
