@@ -144,10 +144,13 @@ def main(
 
 
 @app.command()
-def validate(study: StudyArg, sets: SetOpt = None) -> None:
+def validate(study: StudyArg, sets: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Check a study file and say what it would run; starts nothing."""
-    loaded = _load(study, sets)
+    loaded = _load(study, sets)  # invalid: the error lines on stderr, exit 2, stdout empty
     spec = loaded.spec
+    if as_json:
+        _print_json({"study": str(study), "valid": True, "spec": spec.model_dump(mode="json")})
+        return
     objectives = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
     out.print(
         f"[green]ok[/green] {study}: study {spec.name!r}, trainer {spec.trainer}, dataset "
