@@ -3,6 +3,7 @@ prints or chooses exit codes (2: bad study file or usage, 1: any other searchsvc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from searchsvc.errors import SearchsvcError, StudySpecError
+from searchsvc.streams import stdout_to_stderr
 from searchsvc.study.loader import Study, load_study
 
 if TYPE_CHECKING:
@@ -120,10 +122,11 @@ def _again(command: str, study: Path, *options: tuple[str, Any]) -> str:
     return shlex.join(words)
 
 
-def _stopped(stage: str, signal: str, again: str) -> typer.Exit:
-    """Exit 130 for a command Ctrl-C or SIGTERM stopped, saying where and how to go on."""
+def _stopped(stage: str, signal: str, again: str, console: Console = out) -> typer.Exit:
+    """Exit 130 for a command Ctrl-C or SIGTERM stopped, saying where and how to go on
+    (on stderr after a ``--json`` document)."""
     by = f" by {signal}" if signal == "SIGTERM" else ""
-    out.print(
+    console.print(
         f"[yellow]interrupted{by}[/yellow] while {stage}; finished trials are kept. "
         f"Resume with: {again}",
         highlight=False,
@@ -176,8 +179,10 @@ def run(
     data_dir: DataDirOpt = None,
     no_ensemble: Annotated[bool, typer.Option("--no-ensemble", help="Skip the ensemble.")] = False,
     sets: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Run the study (or resume it toward its budget)."""
+    """Run the study (or resume it toward its budget). With --json, stdout holds only the
+    result (progress, logs and messages go to stderr)."""
     run_ = _prepare(
         study, sets, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage,
         workdir=workdir, data_dir=data_dir,
@@ -190,16 +195,20 @@ def run(
         ("--data-dir", data_dir), ("--no-ensemble", no_ensemble), ("--set", sets),
     )  # fmt: skip
     try:
-        result = run_study(run_, address=address, console=err, build_ensemble=not no_ensemble)
+        with stdout_to_stderr() if as_json else contextlib.nullcontext():
+            result = run_study(run_, address=address, console=err, build_ensemble=not no_ensemble)
     except SearchsvcError as exc:
         failure = _fail(exc)
         if failure.exit_code == 1:  # the study may have started: its finished trials are kept
             err.print(f"finished trials are kept; resume with: {again}", highlight=False,
                       soft_wrap=True)  # fmt: skip
         raise failure from None
-    _print_summary(result)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        _print_summary(result)
     if result.interrupted:
-        raise _stopped(result.stopped_during, result.signal, again)
+        raise _stopped(result.stopped_during, result.signal, again, err if as_json else out)
 
 
 def _print_summary(result: Any) -> None:  # a StudyResult (imported lazily)
@@ -266,8 +275,10 @@ def ensemble(
     workdir: WorkdirOpt = None,
     data_dir: DataDirOpt = None,
     sets: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the study's ensemble with other settings; registers it if better."""
+    """Rebuild the study's ensemble with other settings; registers it if better. With --json,
+    stdout holds only its summary (the summary.json logged to the parent run)."""
     if method not in (None, "greedy", "top_k"):
         raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))
     run_ = _prepare(
@@ -283,11 +294,17 @@ def ensemble(
         ("--data-dir", data_dir), ("--set", sets),
     )  # fmt: skip
     try:
-        summary, outcome = rebuild_ensemble(run_, method=method, size=size, candidates=candidates)
+        with stdout_to_stderr() if as_json else contextlib.nullcontext():
+            summary, outcome = rebuild_ensemble(
+                run_, method=method, size=size, candidates=candidates
+            )
     except SearchsvcError as exc:
         raise _fail(exc) from None
     if outcome.interrupted:
-        raise _stopped(outcome.stage, outcome.signal, again)
+        raise _stopped(outcome.stage, outcome.signal, again, err if as_json else out)
+    if as_json:
+        _print_json(summary.to_json())
+        return
     members = ", ".join(f"trial {m.trial} x{m.weight:.2f}" for m in summary.members)
     out.print(f"members ({summary.method}): {members}", highlight=False)
     _print_ensemble(summary)
