@@ -5,9 +5,7 @@ to what the stores say (Optuna's counts and trials, MLflow's parent run and the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from searchsvc.study.loader import load_study
 from searchsvc.study_run import StudyRun
+from tests.helpers import searchsvc_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -40,21 +39,13 @@ STUDY = {
 }
 
 
-def _searchsvc(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SEARCHSVC_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "searchsvc", *arguments], cwd=folder, env=env,
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """The study file and the finished ``searchsvc run --json`` of it."""
     folder = tmp_path_factory.mktemp("json")
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump({**STUDY, "workdir": str(folder / "runs")}, sort_keys=False))
-    done = _searchsvc(folder, "run", str(path), "--json")
+    done = searchsvc_cli(folder, "run", str(path), "--json", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return path, done
 
@@ -111,8 +102,8 @@ def test_ensemble_json_is_the_rebuilt_summary(ran) -> None:
     path, done = ran
     parent_run_id = json.loads(done.stdout)["parent_run_id"]
 
-    rebuilt = _searchsvc(path.parent, "ensemble", str(path), "--method", "top_k", "--size", "2",
-                         "--json")  # fmt: skip
+    arguments = ("ensemble", str(path), "--method", "top_k", "--size", "2", "--json")
+    rebuilt = searchsvc_cli(path.parent, *arguments, timeout=600)
 
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     document = json.loads(rebuilt.stdout)
