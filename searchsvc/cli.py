@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from searchsvc.completion import study_files
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.streams import stdout_to_stderr
 from searchsvc.study.loader import Study, load_study
@@ -25,13 +26,15 @@ app = typer.Typer(
     name="searchsvc",
     help="Hyperparameter search for deep networks: Optuna + Ray Tune + MLflow.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
-StudyArg = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
+StudyArg = Annotated[
+    Path,
+    typer.Argument(help="The study file (YAML).", show_default=False, autocompletion=study_files),
+]
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: embedded).")
 ]
@@ -181,8 +184,7 @@ def run(
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the study (or resume it toward its budget). With --json, stdout holds only the
-    result (progress, logs and messages go to stderr)."""
+    """Run the study (or resume it toward its budget)."""
     run_ = _prepare(
         study, sets, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage,
         workdir=workdir, data_dir=data_dir,
@@ -277,8 +279,7 @@ def ensemble(
     sets: SetOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rebuild the study's ensemble with other settings; registers it if better. With --json,
-    stdout holds only its summary (the summary.json logged to the parent run)."""
+    """Rebuild the study's ensemble with other settings; registers it if better."""
     if method not in (None, "greedy", "top_k"):
         raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))
     run_ = _prepare(
@@ -312,7 +313,10 @@ def ensemble(
 
 @app.command()
 def predict(
-    study: Annotated[str, typer.Argument(help="A study file or an MLflow model URI.")],
+    study: Annotated[
+        str,
+        typer.Argument(help="A study file or an MLflow model URI.", autocompletion=study_files),
+    ],
     inputs: Annotated[Path, typer.Argument(help="A .npy file of inputs (n, features) or images.")],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write a CSV (label + probabilities).")

@@ -30,13 +30,16 @@ from searchsvc.cli import (
     err,
     out,
 )
+from searchsvc.completion import study_files
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.inspect.target import StudyTarget
 
 StudyFileArg = Annotated[
     Path | None,
     typer.Argument(
-        help="The study file (YAML); or give --name and --storage instead.", show_default=False
+        help="The study file (YAML); or give --name and --storage instead.",
+        show_default=False,
+        autocompletion=study_files,
     ),
 ]
 NameOpt = Annotated[
