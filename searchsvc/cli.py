@@ -133,6 +133,7 @@ def _stopped(stage: str, signal: str, again: str, console: Console = out) -> typ
         f"[yellow]interrupted{by}[/yellow] while {stage}; finished trials are kept. "
         f"Resume with: {again}",
         highlight=False,
+        soft_wrap=True,  # one line on stderr too (err wraps at the terminal's width)
     )
     return typer.Exit(130)
 

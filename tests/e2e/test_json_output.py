@@ -5,7 +5,10 @@ to what the stores say (Optuna's counts and trials, MLflow's parent run and the
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from searchsvc.study.loader import load_study
 from searchsvc.study_run import StudyRun
-from tests.helpers import searchsvc_cli
+from tests.helpers import TESTS, base_study, clean_env, searchsvc_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -109,3 +112,29 @@ def test_ensemble_json_is_the_rebuilt_summary(ran) -> None:
     document = json.loads(rebuilt.stdout)
     assert document == _summary_artifact(StudyRun.prepare(load_study(path)), parent_run_id)
     assert (document["method"], len(document["members"])) == ("top_k", 2)
+
+
+def test_run_json_interrupted_prints_the_document_then_the_line_on_stderr(tmp_path: Path) -> None:
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(base_study(name="json-stop")))
+    marker = tmp_path / "in-stage"
+    proc = subprocess.Popen(
+        [sys.executable, str(TESTS / "stage_hook.py"), "block",
+         "searchsvc.report.build:write_report", str(marker), "run", "study.yaml", "--json"],
+        cwd=tmp_path, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=180)
+
+    assert proc.returncode == 130, stderr[-3000:]
+    document = json.loads(stdout)
+    assert (document["interrupted"], document["stopped_during"], document["signal"]) == (
+        True, "writing the report", "SIGTERM",
+    )  # fmt: skip
+    assert (document["finished"], document["report"]) == (4, None)
+    assert stderr.splitlines()[-1] == (
+        "interrupted by SIGTERM while writing the report; finished trials are kept. "
+        "Resume with: searchsvc run study.yaml"
+    )
