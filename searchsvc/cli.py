@@ -3,6 +3,7 @@ prints or chooses exit codes (2: bad study file or usage, 1: any other searchsvc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -13,7 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from searchsvc.completion import study_files
 from searchsvc.errors import SearchsvcError, StudySpecError
+from searchsvc.streams import stdout_to_stderr
 from searchsvc.study.loader import Study, load_study
 
 if TYPE_CHECKING:
@@ -23,13 +26,15 @@ app = typer.Typer(
     name="searchsvc",
     help="Hyperparameter search for deep networks: Optuna + Ray Tune + MLflow.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
 
-StudyArg = Annotated[Path, typer.Argument(help="The study file (YAML).", show_default=False)]
+StudyArg = Annotated[
+    Path,
+    typer.Argument(help="The study file (YAML).", show_default=False, autocompletion=study_files),
+]
 TrackingOpt = Annotated[
     str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: embedded).")
 ]
@@ -120,13 +125,15 @@ def _again(command: str, study: Path, *options: tuple[str, Any]) -> str:
     return shlex.join(words)
 
 
-def _stopped(stage: str, signal: str, again: str) -> typer.Exit:
-    """Exit 130 for a command Ctrl-C or SIGTERM stopped, saying where and how to go on."""
+def _stopped(stage: str, signal: str, again: str, console: Console = out) -> typer.Exit:
+    """Exit 130 for a command Ctrl-C or SIGTERM stopped, saying where and how to go on
+    (on stderr after a ``--json`` document)."""
     by = f" by {signal}" if signal == "SIGTERM" else ""
-    out.print(
+    console.print(
         f"[yellow]interrupted{by}[/yellow] while {stage}; finished trials are kept. "
         f"Resume with: {again}",
         highlight=False,
+        soft_wrap=True,  # one line on stderr too (err wraps at the terminal's width)
     )
     return typer.Exit(130)
 
@@ -151,14 +158,18 @@ def validate(
     address: Annotated[
         str | None, typer.Option("--address", help="Check this Ray cluster answers.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check a study file, its data and its Ray address; say what it would run; starts nothing."""
-    run_ = _prepare(study, sets, data_dir=data_dir)
+    run_ = _prepare(study, sets, data_dir=data_dir)  # invalid: errors on stderr, exit 2
     try:
         run_.preflight(address)
     except StudySpecError as exc:
         raise _fail(exc) from None
     spec = run_.spec
+    if as_json:
+        _print_json({"study": str(study), "valid": True, "spec": spec.model_dump(mode="json")})
+        return
     objectives = ", ".join(f"{o.mode} {o.metric}" for o in spec.objectives)
     out.print(
         f"[green]ok[/green] {study}: study {spec.name!r}, trainer {spec.trainer}, dataset "
@@ -187,6 +198,7 @@ def run(
     strict_budget: Annotated[
         bool, typer.Option("--strict-budget", help="Exit 3 unless the trial budget is met.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the study (or resume it toward its budget)."""
     run_ = _prepare(
@@ -202,16 +214,20 @@ def run(
         ("--strict-budget", strict_budget),
     )  # fmt: skip
     try:
-        result = run_study(run_, address=address, console=err, build_ensemble=not no_ensemble)
+        with stdout_to_stderr() if as_json else contextlib.nullcontext():
+            result = run_study(run_, address=address, console=err, build_ensemble=not no_ensemble)
     except SearchsvcError as exc:
         failure = _fail(exc)
         if failure.exit_code == 1:  # the study may have started: its finished trials are kept
             err.print(f"finished trials are kept; resume with: {again}", highlight=False,
                       soft_wrap=True)  # fmt: skip
         raise failure from None
-    _print_summary(result)
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        _print_summary(result)
     if result.interrupted:
-        raise _stopped(result.stopped_during, result.signal, again)
+        raise _stopped(result.stopped_during, result.signal, again, err if as_json else out)
     if result.out_of_time:
         err.print(
             f"time budget of {run_.spec.budget.time_budget_s:g} s ran out: {result.finished} of "
@@ -295,6 +311,7 @@ def ensemble(
     workdir: WorkdirOpt = None,
     data_dir: DataDirOpt = None,
     sets: SetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the study's ensemble with other settings; registers it if better."""
     if method not in (None, "greedy", "top_k"):
@@ -312,96 +329,23 @@ def ensemble(
         ("--data-dir", data_dir), ("--set", sets),
     )  # fmt: skip
     try:
-        summary, outcome = rebuild_ensemble(run_, method=method, size=size, candidates=candidates)
+        with stdout_to_stderr() if as_json else contextlib.nullcontext():
+            summary, outcome = rebuild_ensemble(
+                run_, method=method, size=size, candidates=candidates
+            )
     except SearchsvcError as exc:
         raise _fail(exc) from None
     if outcome.interrupted:
-        raise _stopped(outcome.stage, outcome.signal, again)
+        raise _stopped(outcome.stage, outcome.signal, again, err if as_json else out)
+    if as_json:
+        _print_json(summary.to_json())
+        return
     members = ", ".join(f"trial {m.trial} x{m.weight:.2f}" for m in summary.members)
     out.print(f"members ({summary.method}): {members}", highlight=False)
     _print_ensemble(summary)
 
 
-@app.command()
-def predict(
-    study: Annotated[str, typer.Argument(help="A study file or an MLflow model URI.")],
-    inputs: Annotated[Path, typer.Argument(help="A .npy file of inputs (n, features) or images.")],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write a CSV (label + probabilities).")
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda:0.")] = "cpu",
-) -> None:
-    """Predict labels with a study's ensemble: one label per line, or a CSV."""
-    import numpy as np
-
-    from searchsvc.api import load_ensemble
-
-    if not inputs.is_file():
-        raise _fail(SearchsvcError(f"{inputs}: no such file"))
-    try:
-        x = np.load(inputs, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise _fail(SearchsvcError(f"{inputs}: not a readable .npy array: {exc}")) from None
-    try:
-        model = load_ensemble(study, device=device)
-        probs = model.predict_proba(x)
-    except SearchsvcError as exc:
-        raise _fail(exc) from None
-    labels = probs.argmax(axis=1)
-    if output is None:
-        out.print("\n".join(str(int(label)) for label in labels), highlight=False)
-        return
-    header = "label," + ",".join(f"p{k}" for k in range(probs.shape[1]))
-    rows = np.column_stack([labels, probs])
-    tmp = output.with_name(output.name + ".part")
-    np.savetxt(
-        tmp,
-        rows,
-        delimiter=",",
-        header=header,
-        comments="",
-        fmt=["%d"] + ["%.6f"] * probs.shape[1],
-    )
-    tmp.replace(output)  # never leave a half-written CSV behind
-    err.print(f"wrote {len(labels)} predictions to {output}")
-
-
-@app.command()
-def report(
-    study: StudyArg,
-    group_by: Annotated[
-        str | None,
-        typer.Option("--group-by", help="Comma-separated params to compare groups by."),
-    ] = None,
-    tracking_uri: TrackingOpt = None,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
-    sets: SetOpt = None,
-) -> None:
-    """Write the study's HTML report and figures, and log them to its MLflow parent run."""
-    run_ = _prepare(study, sets, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
-    from searchsvc.api import report_study
-
-    spec = run_.spec
-    if group_by:
-        unknown = [k for k in group_by.split(",") if k not in spec.search_space]
-        if unknown:
-            raise _fail(
-                StudySpecError(f"--group-by: {', '.join(unknown)} not in search_space of {study}")
-            )
-    _open_existing(run_)
-    again = _again(
-        "report", study, ("--group-by", group_by), ("--tracking-uri", tracking_uri),
-        ("--storage", storage), ("--workdir", workdir), ("--set", sets),
-    )  # fmt: skip
-    try:
-        index, outcome = report_study(run_, group_by=group_by)
-    except SearchsvcError as exc:
-        raise _fail(exc) from None
-    if outcome.interrupted:
-        raise _stopped(outcome.stage, outcome.signal, again)
-    out.print(f"report: {index}", highlight=False)
-
-
-# The study commands (status, trials, best, ls, delete) register themselves on `app`.
+# The study commands (status, trials, best, ls, delete, dashboard) and the commands that use a
+# study's model and results (predict, report) register themselves on `app`.
+from searchsvc import cli_results as _cli_results  # noqa: E402, F401
 from searchsvc import cli_study as _cli_study  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""The study commands of the CLI: ``status``, ``trials``, ``best``, ``ls``, ``delete``.
+"""The study commands of the CLI: ``status``, ``trials``, ``best``, ``ls``, ``delete``,
+``dashboard``.
 
 Registered on ``searchsvc.cli.app`` (this module is imported at the end of ``cli``); like the
 rest of the CLI they are thin wrappers over library functions (``searchsvc.inspect``), print,
@@ -29,13 +30,16 @@ from searchsvc.cli import (
     err,
     out,
 )
+from searchsvc.completion import study_files
 from searchsvc.errors import SearchsvcError, StudySpecError
 from searchsvc.inspect.target import StudyTarget
 
 StudyFileArg = Annotated[
     Path | None,
     typer.Argument(
-        help="The study file (YAML); or give --name and --storage instead.", show_default=False
+        help="The study file (YAML); or give --name and --storage instead.",
+        show_default=False,
+        autocompletion=study_files,
     ),
 ]
 NameOpt = Annotated[
@@ -251,3 +255,32 @@ def status(
             markup=False,
         )
     out.print(f"storage: {state.storage}", highlight=False)
+
+
+@app.command()
+def dashboard(
+    study: StudyFileArg = None,
+    name: NameOpt = None,
+    storage: StorageOpt = None,
+    workdir: WorkdirOpt = None,
+    sets: SetOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (loopback unless given).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8080,
+) -> None:
+    """optuna-dashboard on the study's Optuna storage, until Ctrl-C."""
+    from searchsvc.inspect.dashboard import open_dashboard
+
+    target = _target(study, name, storage, None, workdir, sets)
+    try:
+        board = open_dashboard(target, host=host, port=port)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    err.print(f"optuna-dashboard of study {board.name!r}: {board.url}  (Ctrl-C stops it)",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    try:
+        board.serve()
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    err.print("dashboard stopped", highlight=False)

@@ -79,3 +79,20 @@ def load_example() -> Any:
     module = types.ModuleType("mypkg_trainers")
     exec(compile(docstring_example(), "<searchsvc.trainer example>", "exec"), module.__dict__)
     return module.my_trainer
+
+
+def searchsvc_cli(folder: Path, *arguments: str, timeout: float = 120) -> Any:
+    """``python -m searchsvc ARGUMENTS`` in ``folder`` with none of the caller's
+    ``MLFLOW_*``/``SEARCHSVC_*`` variables; the ``subprocess.CompletedProcess``."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "searchsvc", *arguments], cwd=folder, env=clean_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without ``MLFLOW_*``/``SEARCHSVC_*`` (a study's file decides)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SEARCHSVC_"))}

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,17 @@ class StudyResult:
     @property
     def finished(self) -> int:
         return self.complete + self.pruned + self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON (``searchsvc run --json`` prints exactly this): every field and
+        ``finished``, the ensemble in its ``summary.json`` form, paths as strings."""
+        data = asdict(self)
+        data["paths"] = {k: None if v is None else str(v) for k, v in data["paths"].items()}
+        data["top"] = [{**row, "values": list(row["values"])} for row in data["top"]]
+        data["ensemble"] = self.ensemble.to_json() if self.ensemble is not None else None
+        data["report"] = None if self.report is None else str(self.report)
+        data["finished"] = self.finished
+        return data
 
 
 def run_study(

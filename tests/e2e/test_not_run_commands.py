@@ -30,6 +30,7 @@ COMMANDS = {
     "ensemble": ["ensemble", "study.yaml"],
     "report": ["report", "study.yaml"],
     "predict": ["predict", "study.yaml", "inputs.npy"],
+    "dashboard": ["dashboard", "study.yaml"],
 }
 
 

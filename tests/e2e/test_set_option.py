@@ -3,30 +3,19 @@ a failed run repeats every option, ``--set`` and ``--data-dir`` included."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import yaml
 
 from searchsvc.search.claim import StudyClaim
-from tests.helpers import base_study
-
-
-def _searchsvc(folder: Path, *arguments: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SEARCHSVC_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "searchsvc", *arguments], cwd=folder, env=env,
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+from tests.helpers import base_study, searchsvc_cli
 
 
 def test_bad_override_is_one_line_exit_2_and_creates_nothing(tmp_path: Path) -> None:
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(base_study()))
 
-    done = _searchsvc(tmp_path, "run", "study.yaml", "--set", "budget.n_trials=0")
+    done = searchsvc_cli(tmp_path, "run", "study.yaml", "--set", "budget.n_trials=0")
 
     assert done.returncode == 2
     assert done.stderr == (
@@ -39,7 +28,7 @@ def test_bad_override_is_one_line_exit_2_and_creates_nothing(tmp_path: Path) -> 
 def test_validate_shows_the_overridden_study(tmp_path: Path) -> None:
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(base_study()))
 
-    done = _searchsvc(tmp_path, "validate", "study.yaml", "--set", "budget.n_trials=3",
+    done = searchsvc_cli(tmp_path, "validate", "study.yaml", "--set", "budget.n_trials=3",
                       "--set", "name=other")  # fmt: skip
 
     assert done.returncode == 0, done.stderr
@@ -54,7 +43,7 @@ def test_failed_run_resume_hint_repeats_every_option(tmp_path: Path) -> None:
     optuna.create_study(study_name="busy", storage=storage)
     held = StudyClaim.acquire(storage, "busy")
     try:
-        done = _searchsvc(
+        done = searchsvc_cli(
             tmp_path, "run", "study.yaml", "--storage", storage, "--data-dir", "data",
             "--set", "budget.n_trials=2", "--set", "seed=3", "--no-ensemble",
         )  # fmt: skip

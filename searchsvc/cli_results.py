@@ -1,0 +1,114 @@
+"""The CLI commands that use a study's model and results: ``predict`` and ``report``.
+
+Registered on ``searchsvc.cli.app`` (this module is imported at the end of ``cli``); thin
+wrappers over the Python API (``searchsvc.api``) that print and choose the exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from searchsvc.cli import (
+    SetOpt,
+    StorageOpt,
+    StudyArg,
+    TrackingOpt,
+    WorkdirOpt,
+    _again,
+    _fail,
+    _open_existing,
+    _prepare,
+    _stopped,
+    app,
+    err,
+    out,
+)
+from searchsvc.completion import study_files
+from searchsvc.errors import SearchsvcError, StudySpecError
+
+
+@app.command()
+def predict(
+    study: Annotated[
+        str,
+        typer.Argument(help="A study file or an MLflow model URI.", autocompletion=study_files),
+    ],
+    inputs: Annotated[Path, typer.Argument(help="A .npy file of inputs (n, features) or images.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write a CSV (label + probabilities).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda:0.")] = "cpu",
+) -> None:
+    """Predict labels with a study's ensemble: one label per line, or a CSV."""
+    import numpy as np
+
+    from searchsvc.api import load_ensemble
+
+    if not inputs.is_file():
+        raise _fail(SearchsvcError(f"{inputs}: no such file"))
+    try:
+        x = np.load(inputs, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise _fail(SearchsvcError(f"{inputs}: not a readable .npy array: {exc}")) from None
+    try:
+        model = load_ensemble(study, device=device)
+        probs = model.predict_proba(x)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    labels = probs.argmax(axis=1)
+    if output is None:
+        out.print("\n".join(str(int(label)) for label in labels), highlight=False)
+        return
+    header = "label," + ",".join(f"p{k}" for k in range(probs.shape[1]))
+    rows = np.column_stack([labels, probs])
+    tmp = output.with_name(output.name + ".part")
+    np.savetxt(
+        tmp,
+        rows,
+        delimiter=",",
+        header=header,
+        comments="",
+        fmt=["%d"] + ["%.6f"] * probs.shape[1],
+    )
+    tmp.replace(output)  # never leave a half-written CSV behind
+    err.print(f"wrote {len(labels)} predictions to {output}")
+
+
+@app.command()
+def report(
+    study: StudyArg,
+    group_by: Annotated[
+        str | None,
+        typer.Option("--group-by", help="Comma-separated params to compare groups by."),
+    ] = None,
+    tracking_uri: TrackingOpt = None,
+    storage: StorageOpt = None,
+    workdir: WorkdirOpt = None,
+    sets: SetOpt = None,
+) -> None:
+    """Write the study's HTML report and figures, and log them to its MLflow parent run."""
+    run_ = _prepare(study, sets, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    from searchsvc.api import report_study
+
+    spec = run_.spec
+    if group_by:
+        unknown = [k for k in group_by.split(",") if k not in spec.search_space]
+        if unknown:
+            raise _fail(
+                StudySpecError(f"--group-by: {', '.join(unknown)} not in search_space of {study}")
+            )
+    _open_existing(run_)
+    again = _again(
+        "report", study, ("--group-by", group_by), ("--tracking-uri", tracking_uri),
+        ("--storage", storage), ("--workdir", workdir), ("--set", sets),
+    )  # fmt: skip
+    try:
+        index, outcome = report_study(run_, group_by=group_by)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    if outcome.interrupted:
+        raise _stopped(outcome.stage, outcome.signal, again)
+    out.print(f"report: {index}", highlight=False)
