@@ -281,13 +281,19 @@ def _print_ensemble(ensemble: Any) -> None:  # an EnsembleSummary (imported lazi
     out.print(table)
     for skipped in ensemble.skipped:
         out.print(f"skipped trial {skipped.trial}: {skipped.reason}", markup=False)
-    won = "the best single trial alone" if ensemble.registered == "best_single" else (
-        f"the ensemble of {len(ensemble.members)}")  # fmt: skip
-    out.print(
-        f"registered: {won}, validation NLL {ensemble.val_nll:.4f} (best single trial "
-        f"{ensemble.best_single_val_nll:.4f}, "
-        f"{ensemble.best_single_val_nll - ensemble.val_nll:.4f} higher)", highlight=False,
-    )  # fmt: skip
+    if ensemble.registered == "best_single":
+        verdict = (
+            f"the best single trial alone (trial {ensemble.best_single_trial}), validation "
+            f"NLL {ensemble.val_nll:.4f}: no ensemble of the candidates beat it"
+        )
+    else:
+        margin = ensemble.best_single_val_nll - ensemble.val_nll
+        verdict = (
+            f"the ensemble of {len(ensemble.members)}, validation NLL "
+            f"{ensemble.val_nll:.4f}, {margin:.4f} below the best single trial's "
+            f"{ensemble.best_single_val_nll:.4f}"
+        )
+    out.print(f"registered: {verdict}", highlight=False)
     if ensemble.model_uri:
         out.print(f"ensemble model: {ensemble.model_uri}", highlight=False)
 
