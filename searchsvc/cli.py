@@ -14,8 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from searchsvc import redaction
 from searchsvc.completion import study_files
 from searchsvc.errors import SearchsvcError, StudySpecError
+from searchsvc.redaction import redact_url
 from searchsvc.streams import stdout_to_stderr
 from searchsvc.study.loader import Study, load_study
 
@@ -110,19 +112,33 @@ def _open_existing(run: StudyRun) -> None:
         raise _fail(exc) from None
 
 
+# A URL with a password is never shown: the resume hint names it by the variable that can
+# carry it instead.
+_SECRET_VARIABLE = {"--storage": "SEARCHSVC_STORAGE", "--tracking-uri": "MLFLOW_TRACKING_URI"}
+
+
 def _again(command: str, study: Path, *options: tuple[str, Any]) -> str:
     """The command line that repeats this one: every option given, so it acts on the same
-    study (without them it would resume another one)."""
-    words = ["searchsvc", command, str(study)]
+    study (without them it would resume another one). An option whose URL has a password
+    is written ``--storage "$SEARCHSVC_STORAGE"``, with a note to set that variable."""
+    words, hidden = ["searchsvc", command, str(study)], []
     for flag, value in options:
         if value is True:
             words.append(flag)
         elif isinstance(value, list):  # a repeatable option (--set): each occurrence again
             for item in value:
                 words += [flag, str(item)]
+        elif flag in _SECRET_VARIABLE and value and redact_url(str(value)) != str(value):
+            hidden.append(flag)
+            words += [flag, f"${_SECRET_VARIABLE[flag]}"]
         elif value not in (None, False):
             words += [flag, str(value)]
-    return shlex.join(words)
+    line = shlex.join(words)
+    for flag in hidden:
+        variable = _SECRET_VARIABLE[flag]
+        line = line.replace(f"'${variable}'", f'"${variable}"')
+        line += f" (with {variable} set to the {flag} URL you gave: its password is not shown)"
+    return line
 
 
 def _stopped(stage: str, signal: str, again: str, console: Console = out) -> typer.Exit:
@@ -142,6 +158,8 @@ def _stopped(stage: str, signal: str, again: str, console: Console = out) -> typ
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
+    # Before anything is printed or logged: no password of a URL reaches the terminal or the log.
+    redaction.install()
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

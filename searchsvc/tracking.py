@@ -24,6 +24,8 @@ from optuna.trial import TrialState
 from searchsvc import keys
 from searchsvc.deferred import DeferredWrites
 from searchsvc.errors import TrackingError
+from searchsvc.redaction import scrub
+from searchsvc.run_handover import RunHandover
 from searchsvc.study.spec import StudySpec
 
 __all__ = ["StudyTracker", "MODEL_DIR"]
@@ -37,7 +39,7 @@ _MLFLOW_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 _STATE_TAG = {"FAIL": "FAILED"}  # the tag speaks MLflow's word for a failure
 
 
-class StudyTracker:
+class StudyTracker(RunHandover):
     """Writes a study's runs to MLflow through an explicit client (no global active run).
 
     Trial writes survive a tracking server that is down for a while: they are kept in order in
@@ -154,7 +156,8 @@ class StudyTracker:
         params = [Param(k, _short(v)) for k, v in _flatten(spec.model_dump(mode="json")).items()]
         for start in range(0, len(params), 100):
             self.client.log_batch(self.parent_run_id, params=params[start : start + 100])
-        self.client.log_text(self.parent_run_id, study_text, "study.yaml")
+        # The study file as written, its secrets masked (every MLflow reader sees it).
+        self.client.log_text(self.parent_run_id, scrub(study_text), "study.yaml")
         return self.parent_run_id
 
     def end_study(self, status: str = "FINISHED") -> None:
@@ -192,34 +195,6 @@ class StudyTracker:
             self.client.log_batch(run.info.run_id, tags=tags)
             self.client.set_terminated(run.info.run_id, status="KILLED")
         return len(stale)
-
-    def adopt_interrupted_runs(self, resumed: Mapping[int, int], *, metric: str) -> int:
-        """Hand each interrupted trial's run to the trial that resumes it; returns how many.
-
-        ``resumed`` maps an interrupted trial number to its successor's. The run is retagged
-        with the new number, and ``start_trial`` continues it: one MLflow run per configuration,
-        its epochs in one history. A run already handed on (a driver that died twice before
-        the successor started) is found under the successor's number. The last epoch of
-        ``metric`` in the run is remembered (``logged_through``): the dead driver may have
-        logged an epoch after the checkpoint the successor continues from, and the successor
-        must not log it a second time.
-        """
-        if not resumed:
-            return 0
-        runs = self.trial_runs()
-        adopted = 0
-        for old, new in resumed.items():
-            run_id = runs.get(new) or runs.get(old)
-            if run_id is None:
-                continue
-            tags = [RunTag(keys.TAG_TRIAL, str(new)), RunTag(keys.TAG_RESUMED_FROM, str(old))]
-            self.client.log_batch(run_id, tags=tags)
-            self._trial_runs[new] = run_id
-            history = self.client.get_metric_history(run_id, metric)
-            self._logged_through[new] = max((m.step for m in history), default=0)
-            adopted += 1
-        logger.info("continuing %d interrupted trial run(s) in MLflow", adopted)
-        return adopted
 
     # ----------------------------------------------------------------- trials
 
@@ -259,39 +234,6 @@ class StudyTracker:
 
         self._write(create, f"trial {number} start")
         return self._trial_runs[number]
-
-    def logged_through(self, number: int) -> int:
-        """The last epoch already in the run trial ``number`` continues (0 for a new run)."""
-        return self._logged_through.get(number, 0)
-
-    def restart_trial(
-        self, number: int, params: Mapping[str, Any], tags: Mapping[str, str]
-    ) -> str:
-        """A new child run for trial ``number``, which was to continue an interrupted trial's
-        run but started again from epoch 1.
-
-        MLflow cannot delete logged metric values, so the restart's epochs get a run of their
-        own; the adopted run goes back to the interrupted trial (its ``searchsvc.trial_number``
-        is restored from ``searchsvc.resumed_from_trial``), ends KILLED and is tagged
-        ``searchsvc.superseded_by`` the new run.
-        """
-        old = self._trial_runs.pop(number, None)
-        self._logged_through.pop(number, None)
-        new = self.start_trial(number, params, tags)
-        if old is None:
-            return new
-
-        def hand_back() -> None:
-            old_id = self._run_id(old)
-            previous = self.client.get_run(old_id).data.tags.get(keys.TAG_RESUMED_FROM, "")
-            self.client.log_batch(old_id, tags=[
-                RunTag(keys.TAG_TRIAL, previous), RunTag(keys.TAG_STATE, "INTERRUPTED"),
-                RunTag(keys.TAG_SUPERSEDED_BY, self._run_id(new)),
-            ])  # fmt: skip
-            self.client.set_terminated(old_id, status="KILLED")
-
-        self._write(hand_back, f"trial {number} restart")
-        return new
 
     def set_trial_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         batch = [RunTag(k, _short(v)) for k, v in tags.items()]
@@ -377,7 +319,8 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value)
+    """A param or tag value as MLflow stores it: secrets masked, at most 6,000 characters."""
+    text = scrub(value if isinstance(value, str) else json.dumps(value))
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 

@@ -75,6 +75,10 @@ class TrackingCallback(Callback):
             {**params_of(trial.config), "seed": ticket.seed},
             tags={"ray_trial_id": trial.trial_id},
         )
+        if ticket.replaces is not None and not ticket.resume_checkpoint:
+            # Asked for again after a dead driver, with no checkpoint to continue: a run of its
+            # own, and the interrupted trial's run says which run took its place.
+            self._tracker.supersede(ticket.replaces, self._runs[trial.trial_id])
         logged = self._tracker.logged_through(ticket.number)
         self._logged_through[trial.trial_id] = max(
             self._logged_through.get(trial.trial_id, 0), logged

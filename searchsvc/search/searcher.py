@@ -103,7 +103,9 @@ class OptunaSearcher(Searcher):
     # Tune pickles its search algorithm into the experiment folder; the study lives in Optuna
     # storage, so the pickle only needs to survive, not to restore anything (no save/restore).
     def __getstate__(self) -> dict[str, Any]:
-        return {"_spec": self._spec}
+        # Without the store URLs: the pickle lands in the study folder, and they may carry a
+        # password.
+        return {"_spec": self._spec.model_copy(update={"storage": None, "tracking_uri": None})}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._budget.expired():  # before ask: no trial is created that would not run
@@ -115,7 +117,12 @@ class OptunaSearcher(Searcher):
         attrs = trial.user_attrs
         # The one seed rule: the study's seed plus the first trial of the chain's number.
         seed = self._spec.seed + int(attrs.get(keys.SEED_OF, trial.number))
-        ticket = TrialTicket(number=trial.number, seed=seed)
+        replaces = attrs.get(keys.RESUME_OF)
+        ticket = TrialTicket(
+            number=trial.number,
+            seed=seed,
+            replaces=int(replaces) if replaces is not None else None,
+        )
         checkpoint = attrs.get(keys.CHECKPOINT)
         if checkpoint:
             # It is to continue an interrupted trial from that trial's last checkpoint. The

@@ -36,12 +36,15 @@ class TrialTicket:
         resume_of: the number of the trial that wrote that checkpoint (its owner: the
             interrupted trial, or an earlier one when that trial was interrupted before its
             own first checkpoint).
+        replaces: the interrupted trial this one is asked for again in place of (with or
+            without a checkpoint to continue from).
     """
 
     number: int
     seed: int
     resume_checkpoint: str | None = None
     resume_of: int | None = None
+    replaces: int | None = None
 
 
 def make_config(params: Mapping[str, Any], ticket: TrialTicket) -> dict[str, Any]:

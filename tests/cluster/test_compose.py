@@ -27,12 +27,54 @@ def test_ports_are_bound_to_loopback_only(compose):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
 
 
-def test_no_default_password_works(compose):
+SECRETS = ("POSTGRES_PASSWORD", "MLFLOW_DB_PASSWORD", "OPTUNA_DB_PASSWORD",
+           "MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY")  # fmt: skip
+
+
+def test_no_default_secret_works(compose):
     text = (REPO / "docker-compose.yml").read_text()
-    # Every use of the password must fail when it is not set (${VAR:?message}).
-    uses = re.findall(r"\$\{POSTGRES_PASSWORD[^}]*\}", text)
-    assert uses and all(u.startswith("${POSTGRES_PASSWORD:?") for u in uses)
-    assert "POSTGRES_PASSWORD=\n" in (REPO / "deploy" / "env.example").read_text()
+    example = (REPO / "deploy" / "env.example").read_text()
+    for secret in SECRETS:
+        # Every use of a secret must fail when it is not set (${VAR:?message}).
+        uses = re.findall(rf"\$\{{{secret}[^}}]*\}}", text)
+        assert uses and all(u.startswith(f"${{{secret}:?") for u in uses), secret
+        assert f"{secret}=\n" in example, secret
+
+
+def test_no_secret_is_on_any_command_line(compose):
+    for name, service in compose["services"].items():
+        for key in ("command", "entrypoint"):
+            line = " ".join(service[key]) if isinstance(service.get(key), list) else str(
+                service.get(key, ""))  # fmt: skip
+            assert not re.search(r"://[^/\s:@]+:[^@\s]+@", line), (name, key, line)
+            assert not any(secret in line for secret in SECRETS), (name, key, line)
+
+
+def test_each_database_has_its_own_role_and_only_the_driver_holds_credentials(compose):
+    services = compose["services"]
+    backend = services["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    storage = services["searchsvc"]["environment"]["SEARCHSVC_STORAGE"]
+    assert backend.startswith("postgresql+psycopg2://mlflow:") and backend.endswith("/mlflow")
+    assert storage.startswith("postgresql+psycopg2://optuna:") and storage.endswith("/optuna")
+    init = (REPO / "deploy" / "postgres-init.sh").read_text()
+    assert "REVOKE ALL ON DATABASE mlflow FROM PUBLIC" in init
+    assert "REVOKE ALL ON DATABASE optuna FROM PUBLIC" in init
+    for node in ("ray-head", "ray-worker"):
+        env = services[node]["environment"]
+        held = [k for k in env if k in ("SEARCHSVC_STORAGE", "MLFLOW_TRACKING_PASSWORD")]
+        assert held == [], f"{node} holds {held}: trials talk to neither store"
+
+
+def test_mlflow_asks_for_credentials_and_the_ray_dashboard_is_off_by_default(compose):
+    services = compose["services"]
+    assert "--app-name basic-auth" in services["mlflow"]["command"]
+    env = services["searchsvc"]["environment"]
+    assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert (
+        env["MLFLOW_TRACKING_PASSWORD"]
+        == "${MLFLOW_ADMIN_PASSWORD:?set MLFLOW_ADMIN_PASSWORD in .env}"
+    )
+    assert "--include-dashboard=${RAY_DASHBOARD:-false}" in services["ray-head"]["command"]
 
 
 def test_services_start_in_order_behind_health_checks(compose):
@@ -48,7 +90,8 @@ def test_services_start_in_order_behind_health_checks(compose):
 def test_mlflow_serves_artifacts_from_postgres_backed_store(compose):
     command = compose["services"]["mlflow"]["command"]
     assert "--serve-artifacts" in command
-    assert "--backend-store-uri postgresql+psycopg2://" in command
+    backend = compose["services"]["mlflow"]["environment"]["MLFLOW_BACKEND_STORE_URI"]
+    assert backend.startswith("postgresql+psycopg2://")
     assert "mlflow-artifacts:/mlartifacts" in compose["services"]["mlflow"]["volumes"]
 
 

@@ -146,7 +146,7 @@ def test_a_trial_interrupted_by_a_dead_driver_resumes_from_its_checkpoint(setup,
     config = second.suggest("t2")
     # The seed stays the first trial's: one seed rule across a resume.
     assert ticket_of(config) == TrialTicket(
-        number=1, seed=spec.seed + 0, resume_checkpoint=str(checkpoint), resume_of=0
+        number=1, seed=spec.seed + 0, resume_checkpoint=str(checkpoint), resume_of=0, replaces=0
     )
     assert study.trials[1].intermediate_values == {}, "nothing carried before the worker says"
     # The worker confirms it continued after epoch 2: those epochs count as the successor's.
@@ -195,9 +195,10 @@ def test_a_successor_killed_before_its_first_checkpoint_hands_on_the_owners_chec
     assert recover_interrupted(study) == [1]
     third = OptunaSearcher(spec, study, set())
     config = third.suggest("t3")
-    # The checkpoint is still trial 0's: the worker's owner check must look for trial 0.
+    # The checkpoint is still trial 0's: the worker's owner check must look for trial 0; the
+    # trial it replaces is trial 1.
     assert ticket_of(config) == TrialTicket(
-        number=2, seed=spec.seed + 0, resume_checkpoint=str(checkpoint), resume_of=0
+        number=2, seed=spec.seed + 0, resume_checkpoint=str(checkpoint), resume_of=0, replaces=1
     )
     third.on_trial_result("t3", _result(3, 0.25, resumed_after=2))
     assert study.trials[2].intermediate_values == {1: 1.0, 2: 0.5, 3: 0.25}

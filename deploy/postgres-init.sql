@@ -1,2 +1,0 @@
--- A second database for the Optuna storage, beside MLflow's, on the same server.
-CREATE DATABASE optuna;
