@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["start_ray"]
 
+logger = logging.getLogger(__name__)
+
 
 def start_ray(run: StudyRun, address: str | None) -> None:
     """Join ``address`` (a cluster) or start a local Ray; record a local one's session."""
@@ -53,6 +55,7 @@ def _record_local_session(run: StudyRun) -> None:
 
     # Ray has no public accessor for its session folder; its node object is the one place.
     run.ray_session = ray._private.worker._global_node.get_session_dir_path()
+    logger.info("started a local Ray, session %s", run.ray_session)
     if run.claim is not None:
         run.claim.record_ray_session(run.ray_session)
 

@@ -285,13 +285,14 @@ def _ensemble(run: StudyRun, console: Console) -> EnsembleSummary | None:
     try:
         return build_study_ensemble(run)
     except SearchsvcError as exc:
-        logger.warning("no ensemble: %s", exc)
-        console.print(f"no ensemble: {exc}; {again}", highlight=False, markup=False)
+        logger.debug("no ensemble: %s", exc)
+        console.print(f"no ensemble: {exc}; {again}", highlight=False, markup=False,
+                      soft_wrap=True)  # fmt: skip
     except Exception as exc:
-        logger.exception("the ensemble build failed")
+        logger.debug("the ensemble build failed", exc_info=True)  # the traceback, with -v
         console.print(
             f"no ensemble: the build failed ({type(exc).__name__}: {exc}); {again}",
-            highlight=False, markup=False,
+            highlight=False, markup=False, soft_wrap=True,
         )  # fmt: skip
     return None
 

@@ -27,7 +27,7 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 
 from searchsvc.errors import StudyBusyError
 
@@ -84,7 +84,8 @@ def _engine(storage_url: str) -> sa.Engine:
     engine = sa.create_engine(storage_url, pool_pre_ping=True)
     try:
         _METADATA.create_all(engine, checkfirst=True)
-    except (OperationalError, ProgrammingError):  # another driver created it at this moment
+    except sa.exc.DBAPIError:  # another driver created it at this moment (PostgreSQL says so
+        # with a unique violation on its catalog, SQLite with "already exists")
         if not sa.inspect(engine).has_table(_DRIVERS.name):
             raise
     return engine

@@ -81,9 +81,7 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True) -> opt
                 f"study {spec.name!r} has not run yet: no {storage_url.removeprefix('sqlite:///')}"
             )
     try:
-        storage = optuna.storages.RDBStorage(
-            storage_url, engine_kwargs=_engine_kwargs(storage_url)
-        )
+        storage = _rdb_storage(storage_url)
         if not create:
             return optuna.load_study(study_name=spec.name, storage=storage)
         directions = [o.direction for o in spec.objectives]
@@ -104,6 +102,24 @@ def open_study(spec: StudySpec, storage_url: str, *, create: bool = True) -> opt
         )
     study.set_metric_names([o.metric for o in spec.objectives])
     return study
+
+
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage on ``url``. A new database's schema may be being created by another
+    process at this moment (a `searchsvc status` while the first run starts): the loser of
+    that race sees a unique violation on Optuna's version table or a table that "already
+    exists", and tries again once the other has finished."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        except (IntegrityError, OperationalError) as exc:
+            racing = isinstance(exc, IntegrityError) or "already exists" in str(exc)
+            if not racing or attempt == 4:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from searchsvc.search.claim import holder_of
 from tests.helpers import TESTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -99,7 +100,8 @@ def _study(project: Path) -> optuna.Study:
 
 def _assert_released(project: Path) -> None:
     study = _study(project)
-    assert study.user_attrs["driver"] == {}, "the driver's claim is released"
+    storage = f"sqlite:///{project / 'runs' / NAME / 'optuna.db'}"
+    assert holder_of(storage, NAME) is None, "the driver's claim is released"
     assert optuna.trial.TrialState.RUNNING not in [t.state for t in study.trials]
 
 
@@ -178,20 +180,37 @@ def test_sigterm_while_writing_the_report_kills_the_parent_run(project: Path) ->
     _assert_released(project)
 
 
-def test_an_error_in_the_ensemble_fails_the_parent_run_with_one_line_and_the_resume_command(
+def test_an_error_in_a_stage_fails_the_parent_run_with_one_line_and_the_resume_command(
     project: Path,
 ) -> None:
     marker = project.parent / "in-stage"
-    target = "searchsvc.ensemble.build:build_study_ensemble"
+    target = "searchsvc.execution.runner:_summarise"
     proc = _start(project, "raise", target, str(marker))
     stdout, stderr = proc.communicate(timeout=300)
 
     assert proc.returncode == 1, stderr[-3000:]
     assert stderr.splitlines()[-2:] == [
-        "error: study.yaml: failed while building the ensemble: RuntimeError: injected failure "
-        "(run with -v for the traceback)",
+        "error: study.yaml: failed while summarising the search: RuntimeError: injected "
+        "failure (run with -v for the traceback)",
         "finished trials are kept; resume with: searchsvc run study.yaml",
     ]
     assert "Traceback" not in stderr
     assert _parent_status(project) == "FAILED"
+    _assert_released(project)
+
+
+def test_an_error_in_the_ensemble_build_still_ends_the_study(project: Path) -> None:
+    marker = project.parent / "in-stage"
+    target = "searchsvc.ensemble.build:build_study_ensemble"
+    proc = _start(project, "raise", target, str(marker))
+    stdout, stderr = proc.communicate(timeout=300)
+
+    assert proc.returncode == 0, stderr[-3000:]
+    assert (
+        "no ensemble: the build failed (RuntimeError: injected failure); rerun `searchsvc "
+        "ensemble study.yaml` to build it"
+    ) in stderr.splitlines()
+    assert "Traceback" not in stderr
+    assert _parent_status(project) == "FINISHED"
+    assert (project / "runs" / NAME / "report" / "index.html").is_file(), "the report is written"
     _assert_released(project)

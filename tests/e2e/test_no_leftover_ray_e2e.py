@@ -23,8 +23,6 @@ from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-RAY_TMP = Path("/tmp/ray")  # where ray.init(address="local") keeps its sessions
-
 
 @contextlib.contextmanager
 def _another_ray_cluster():
@@ -67,38 +65,41 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, **extra}
 
 
-def _sessions() -> set[str]:
-    return {str(p) for p in RAY_TMP.glob("session_2*")}
+def _session_in(log: str) -> str | None:
+    """The session of the local Ray a driver started, from its -v log."""
+    found = [line.rsplit(" ", 1)[1] for line in log.splitlines()
+             if "started a local Ray, session " in line]  # fmt: skip
+    return found[0] if found else None
 
 
 def test_the_next_run_stops_what_a_killed_driver_left_and_leaves_other_clusters_alone(tmp_path):
     path = _study(tmp_path)
-    command = [sys.executable, "-m", "searchsvc", "run", str(path)]
+    # -v: the driver logs the session of the local Ray it starts (a session of its own).
+    command = [sys.executable, "-m", "searchsvc", "-v", "run", str(path)]
     with _another_ray_cluster() as other:
         others = session_processes(other)
         assert others, "the other cluster runs"
-        log = (tmp_path / "first.log").open("w")
-        started = _sessions()
-        driver = subprocess.Popen(command, cwd=tmp_path, env=_env(STEP_EPOCH_S="1"),
-                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        log = tmp_path / "first.log"
+        with log.open("w") as sink:
+            driver = subprocess.Popen(command, cwd=tmp_path, env=_env(STEP_EPOCH_S="1"),
+                                      stdout=sink, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 180
         # The search has started once Ray's trial folder exists: a worker of the driver's
         # session runs the first trial.
-        while not (_sessions() - started and (tmp_path / "w" / "ray").is_dir()):
+        while not (_session_in(log.read_text()) and (tmp_path / "w" / "ray").is_dir()):
             assert driver.poll() is None and time.monotonic() < deadline, "the study ran"
             time.sleep(0.2)
-        (session,) = _sessions() - started
+        session = _session_in(log.read_text())
         time.sleep(3)
         os.kill(driver.pid, signal.SIGKILL)  # a bare kill -9: the driver alone
         driver.wait(timeout=60)
         time.sleep(2)
         left = session_processes(session)
 
-        before = _sessions()
         done = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True,
                               text=True, timeout=600)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
-        (second,) = _sessions() - before
+        second = _session_in(done.stderr)
 
         assert left, "the killed driver left processes of its session running"
         assert session_processes(session) == [], "the next run stopped them"

@@ -29,18 +29,22 @@ def _race(storage: str, monkeypatch: pytest.MonkeyPatch) -> tuple[list[StudyClai
     monkeypatch.setattr(claims, "_between_check_and_write", lambda: barrier.wait())
     won: list[StudyClaim] = []
     refused: list[str] = []
+    crashed: list[BaseException] = []
 
     def driver() -> None:
         try:
             won.append(StudyClaim.acquire(storage, "race"))
         except StudyBusyError as exc:
             refused.append(str(exc))
+        except BaseException as exc:  # anything else is a defect: say it, do not lose it
+            crashed.append(exc)
 
     threads = [threading.Thread(target=driver) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    assert crashed == []
     return won, refused
 
 

@@ -107,3 +107,36 @@ def test_orphaned_running_trials_become_interrupted_and_are_asked_again(tmp_path
     assert again.params == {} and study.trials[-1].system_attrs.get("fixed_params") == {
         "lr": orphan.params["lr"]
     }
+
+
+def _open_storage(url: str, barrier, results) -> None:
+    from searchsvc.search.storage import _rdb_storage
+
+    barrier.wait()
+    try:
+        _rdb_storage(url)
+        results.put("ok")
+    except Exception as exc:  # the race lost: say how
+        results.put(f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+
+
+@pytest.mark.slow
+def test_two_processes_opening_a_new_storage_at_once_both_succeed(tmp_path):
+    # A `searchsvc status` while the first run creates the database (the loser of that race
+    # used to see "UNIQUE constraint failed: alembic_version" or "table ... already exists"
+    # about one time in four).
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    outcomes = []
+    for attempt in range(16):
+        url = f"sqlite:///{tmp_path / f'optuna-{attempt}.db'}"
+        barrier, results = context.Barrier(2), context.Queue()
+        processes = [context.Process(target=_open_storage, args=(url, barrier, results))
+                     for _ in range(2)]  # fmt: skip
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout=120)
+        outcomes += [results.get(timeout=10), results.get(timeout=10)]
+    assert [o for o in outcomes if o != "ok"] == []
