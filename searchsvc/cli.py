@@ -64,6 +64,12 @@ SetOpt = Annotated[
 ]
 
 
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address", help="A Ray cluster (host:port, ray://host:port, auto); checked first."
+    ),
+]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout, nothing else.")
 ]
@@ -170,14 +176,9 @@ def main(
 
 @app.command()
 def validate(
-    study: StudyArg,
-    sets: SetOpt = None,
-    data_dir: DataDirOpt = None,
-    address: Annotated[
-        str | None, typer.Option("--address", help="Check this Ray cluster answers.")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
+    study: StudyArg, sets: SetOpt = None, data_dir: DataDirOpt = None,
+    address: AddressOpt = None, as_json: JsonOpt = False,
+) -> None:  # fmt: skip
     """Check a study file, its data and its Ray address; say what it would run; starts nothing."""
     run_ = _prepare(study, sets, data_dir=data_dir)  # invalid: errors on stderr, exit 2
     try:
@@ -204,20 +205,15 @@ def run(
     n_trials: Annotated[
         int | None, typer.Option("--n-trials", min=1, help="Override budget.n_trials.")
     ] = None,
-    tracking_uri: TrackingOpt = None,
-    storage: StorageOpt = None,
-    address: Annotated[
-        str | None, typer.Option("--address", help="Ray cluster address, e.g. auto.")
-    ] = None,
-    workdir: WorkdirOpt = None,
-    data_dir: DataDirOpt = None,
+    tracking_uri: TrackingOpt = None, storage: StorageOpt = None, address: AddressOpt = None,
+    workdir: WorkdirOpt = None, data_dir: DataDirOpt = None,
     no_ensemble: Annotated[bool, typer.Option("--no-ensemble", help="Skip the ensemble.")] = False,
     sets: SetOpt = None,
     strict_budget: Annotated[
         bool, typer.Option("--strict-budget", help="Exit 3 unless the trial budget is met.")
     ] = False,
     as_json: JsonOpt = False,
-) -> None:
+) -> None:  # fmt: skip
     """Run the study (or resume it toward its budget)."""
     run_ = _prepare(
         study, sets, n_trials=n_trials, tracking_uri=tracking_uri, storage=storage,
@@ -330,13 +326,9 @@ def ensemble(
     candidates: Annotated[
         int | None, typer.Option("--candidates", min=1, help="Best trials considered.")
     ] = None,
-    tracking_uri: TrackingOpt = None,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
-    data_dir: DataDirOpt = None,
-    sets: SetOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+    tracking_uri: TrackingOpt = None, storage: StorageOpt = None, workdir: WorkdirOpt = None,
+    data_dir: DataDirOpt = None, sets: SetOpt = None, as_json: JsonOpt = False,
+) -> None:  # fmt: skip
     """Rebuild the study's ensemble with other settings; registers it if better."""
     if method not in (None, "greedy", "top_k"):
         raise _fail(StudySpecError(f"--method: unknown method {method!r}; expected greedy, top_k"))

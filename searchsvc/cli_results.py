@@ -41,7 +41,7 @@ def predict(
         Path | None, typer.Option("--output", "-o", help="Write a CSV (label + probabilities).")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda:0.")] = "cpu",
-) -> None:
+) -> None:  # fmt: skip
     """Predict labels with a study's ensemble: one label per line, or a CSV."""
     import numpy as np
 
@@ -84,11 +84,9 @@ def report(
         str | None,
         typer.Option("--group-by", help="Comma-separated params to compare groups by."),
     ] = None,
-    tracking_uri: TrackingOpt = None,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
+    tracking_uri: TrackingOpt = None, storage: StorageOpt = None, workdir: WorkdirOpt = None,
     sets: SetOpt = None,
-) -> None:
+) -> None:  # fmt: skip
     """Write the study's HTML report and figures, and log them to its MLflow parent run."""
     run_ = _prepare(study, sets, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
     from searchsvc.api import report_study

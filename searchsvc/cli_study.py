@@ -77,12 +77,9 @@ def _target(
 
 @app.command()
 def trials(
-    study: StudyFileArg = None,
-    name: NameOpt = None,
-    storage: StorageOpt = None,
-    tracking_uri: TrackingOpt = None,
-    workdir: WorkdirOpt = None,
-    sets: SetOpt = None,
+    # Which study: a file, or a name in a storage; the file's locations and overrides.
+    study: StudyFileArg = None, name: NameOpt = None, storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = None, sets: SetOpt = None,
     output_format: Annotated[
         str, typer.Option("--format", help="table, csv or json.", show_default=True)
     ] = "table",
@@ -91,7 +88,7 @@ def trials(
         typer.Option("--state", help="Only these states (repeatable or comma-separated)."),
     ] = None,
     as_json: JsonOpt = False,
-) -> None:
+) -> None:  # fmt: skip
     """One row per trial: state, values, params, epochs, diagnosis, duration, MLflow run."""
     from searchsvc.inspect.trials import parse_states, table_records, trials_table
 
@@ -118,16 +115,14 @@ def trials(
 
 @app.command()
 def best(
-    study: StudyFileArg = None,
-    name: NameOpt = None,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
-    sets: SetOpt = None,
+    # Which study: a file, or a name in a storage; the file's locations and overrides.
+    study: StudyFileArg = None, name: NameOpt = None, storage: StorageOpt = None,
+    workdir: WorkdirOpt = None, sets: SetOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the fragment to this file.")
     ] = None,
     as_json: JsonOpt = False,
-) -> None:
+) -> None:  # fmt: skip
     """The best params as a study-file fragment (search_space of constants); several
     objectives: the Pareto trials, best first by the first objective."""
     from searchsvc.inspect.best import best_trials, fragments_yaml
@@ -157,9 +152,8 @@ def list_command(
     runs_dir: Annotated[
         Path, typer.Option("--runs-dir", help="Where study folders are (each with optuna.db).")
     ] = Path("runs"),
-    storage: StorageOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+    storage: StorageOpt = None, as_json: JsonOpt = False,
+) -> None:  # fmt: skip
     """Every study found: trials by state, best value, last activity."""
     from searchsvc.inspect.listing import list_studies
 
@@ -184,14 +178,11 @@ def list_command(
 
 @app.command()
 def delete(
-    study: StudyFileArg = None,
-    name: NameOpt = None,
-    storage: StorageOpt = None,
-    tracking_uri: TrackingOpt = None,
-    workdir: WorkdirOpt = None,
-    sets: SetOpt = None,
+    # Which study: a file, or a name in a storage; the file's locations and overrides.
+    study: StudyFileArg = None, name: NameOpt = None, storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None, workdir: WorkdirOpt = None, sets: SetOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
-) -> None:
+) -> None:  # fmt: skip
     """Delete a study: its Optuna study, MLflow experiment, registered model and folder."""
     import sys
 
@@ -221,12 +212,9 @@ def delete(
 
 @app.command()
 def status(
-    study: StudyArg,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
-    sets: SetOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+    study: StudyArg, storage: StorageOpt = None, workdir: WorkdirOpt = None,
+    sets: SetOpt = None, as_json: JsonOpt = False,
+) -> None:  # fmt: skip
     """Trials done / pruned / failed / running and the best so far, from Optuna storage."""
     run_ = _prepare(study, sets, storage=storage, workdir=workdir)
     from searchsvc.inspect.status import study_status
@@ -259,16 +247,14 @@ def status(
 
 @app.command()
 def dashboard(
-    study: StudyFileArg = None,
-    name: NameOpt = None,
-    storage: StorageOpt = None,
-    workdir: WorkdirOpt = None,
-    sets: SetOpt = None,
+    # Which study: a file, or a name in a storage; the file's locations and overrides.
+    study: StudyFileArg = None, name: NameOpt = None, storage: StorageOpt = None,
+    workdir: WorkdirOpt = None, sets: SetOpt = None,
     host: Annotated[
         str, typer.Option("--host", help="Address to listen on (loopback unless given).")
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8080,
-) -> None:
+) -> None:  # fmt: skip
     """optuna-dashboard on the study's Optuna storage, until Ctrl-C."""
     from searchsvc.inspect.dashboard import open_dashboard
 
