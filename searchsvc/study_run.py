@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from searchsvc import keys
-from searchsvc.errors import SearchsvcError, StudyFailed, StudyNotRunError, StudySpecError
+from searchsvc.errors import (
+    SearchsvcError,
+    StudyFailed,
+    StudyNotRunError,
+    StudySpecError,
+    first_line,
+)
 from searchsvc.settings import Settings
 from searchsvc.signals import signals_held, stop_signals
 from searchsvc.study.locations import StudyPaths, resolve_paths
@@ -314,7 +320,7 @@ class StudyRun:
             except Exception as exc:
                 status = "FAILED"
                 logger.debug("%s failed while %s", self.where, self.stage, exc_info=True)
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                first = first_line(exc)
                 raise StudyFailed(
                     f"{self.where}: failed while {self.stage}: {type(exc).__name__}"
                     + (f": {first}" if first else "")

@@ -96,3 +96,12 @@ def searchsvc_cli(folder: Path, *arguments: str, timeout: float = 120) -> Any:
 def clean_env() -> dict[str, str]:
     """The environment without ``MLFLOW_*``/``SEARCHSVC_*`` (a study's file decides)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SEARCHSVC_"))}
+
+
+def env_with_test_trainers(**extra: str) -> dict[str, str]:
+    """The environment of a driver subprocess that names trainers in ``tests/`` (its Ray
+    workers inherit it), warnings off, with ``extra`` variables."""
+    import os
+
+    path = f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, **extra}

@@ -24,7 +24,7 @@ from searchsvc.deferred import unreachable
 from searchsvc.ensemble.members import rebuild_network
 from searchsvc.ensemble.predictor import Member, member_val_probs
 from searchsvc.ensemble.summary import SkippedTrial
-from searchsvc.errors import TrackingError
+from searchsvc.errors import TrackingError, first_line
 from searchsvc.trainer import Dataset, Trainer
 
 if TYPE_CHECKING:
@@ -135,5 +135,4 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    return f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from searchsvc.ensemble.predictor import Ensemble, Member, _check_feature_range
-from searchsvc.errors import EnsembleError, SearchsvcError
+from searchsvc.errors import EnsembleError, SearchsvcError, first_line
 from searchsvc.trainer import Trainer
 
 __all__ = [
@@ -72,8 +72,9 @@ def rebuild_network(
     try:
         net.load_state_dict(state_dict)
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise EnsembleError(f"{who}: state dict does not fit the network: {first_line}") from exc
+        raise EnsembleError(
+            f"{who}: state dict does not fit the network: {first_line(exc)}"
+        ) from exc
     return net.eval()
 
 

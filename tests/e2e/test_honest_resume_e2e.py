@@ -32,6 +32,7 @@ from searchsvc.registry import resolve_trainer
 from searchsvc.study.loader import load_study
 from searchsvc.study_run import StudyRun
 from tests.helpers import TESTS
+from tests.helpers import env_with_test_trainers as _env
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -53,11 +54,6 @@ def _study(name: str, trainer: str, dataset: str, search_space: dict, workdir: P
         "seed": 3,
         "workdir": str(workdir),
     }
-
-
-def _env(**extra: str) -> dict[str, str]:
-    path = f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, **extra}
 
 
 def _command(path: Path) -> list[str]:

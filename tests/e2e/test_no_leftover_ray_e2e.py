@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from searchsvc.execution.leftovers import session_processes, stop_session
-from tests.helpers import TESTS
+from tests.helpers import env_with_test_trainers as _env
 from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -58,11 +58,6 @@ def _study(tmp_path: Path) -> Path:
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
-
-
-def _env(**extra: str) -> dict[str, str]:
-    path = f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    return {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": path, **extra}
 
 
 def _session_in(log: str) -> str | None:

@@ -4,7 +4,6 @@ says how many of the budgeted trials finished, and `--strict-budget` makes that 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -14,7 +13,7 @@ import pytest
 import yaml
 
 from searchsvc.search.claim import holder_of
-from tests.helpers import TESTS
+from tests.helpers import env_with_test_trainers
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -36,8 +35,7 @@ def test_a_spent_time_budget_prunes_the_running_trials_and_strict_budget_exits_3
     }  # fmt: skip
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "STEP_EPOCH_S": "1",
-           "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
+    env = env_with_test_trainers(STEP_EPOCH_S="1")
     done = subprocess.run(
         [sys.executable, "-m", "searchsvc", "run", "study.yaml", "--strict-budget"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
