@@ -1,4 +1,4 @@
-"""The CLI commands that use a study's model and results: ``predict`` and ``report``.
+"""The CLI commands that use a study's model and results: ``predict``, ``serve``, ``report``.
 
 Registered on ``searchsvc.cli.app`` (this module is imported at the end of ``cli``); thin
 wrappers over the Python API (``searchsvc.api``) that print and choose the exit code.
@@ -110,3 +110,39 @@ def report(
     if outcome.interrupted:
         raise _stopped(outcome.stage, outcome.signal, again)
     out.print(f"report: {index}", highlight=False)
+
+
+@app.command()
+def serve(
+    study: Annotated[
+        str,
+        typer.Argument(help="A study file or an MLflow model URI.", autocompletion=study_files),
+    ],
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 5001,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda:0.")] = "cpu",
+) -> None:  # fmt: skip
+    """Serve the study's champion ensemble over HTTP: MLflow's /invocations request format,
+    refused input answered with HTTP 400 and a one-line JSON error."""
+    import socket
+
+    from searchsvc.api import load_ensemble
+
+    with socket.socket() as probe:  # say so now, not after the model has loaded
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            problem = f"cannot listen on {host}:{port}: {exc.strerror}"
+            raise _fail(SearchsvcError(problem)) from None
+    try:
+        model = load_ensemble(study, device=device)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    from searchsvc.ensemble.server import serve as serve_http
+
+    err.print(
+        f"serving {study} ({len(model.members)} members) at http://{host}:{port}/invocations "
+        "(Ctrl-C stops)",
+        highlight=False,
+    )
+    serve_http(model, host=host, port=port)

@@ -23,6 +23,8 @@ __all__ = [
     "TAG_PARENT",
     "TAG_REASON",
     "TAG_RESUMED_FROM",
+    "TAG_EXPERIMENT_KIND",
+    "EXPERIMENT_KIND_TRAINING",
     "TAG_ROLE",
     "TAG_STATE",
     "TAG_STUDY",
@@ -76,6 +78,10 @@ TAG_SUPERSEDED_BY = "searchsvc.superseded_by"  # the run of a restart that did n
 TAG_REASON = "searchsvc.reason"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_VAL_NLL = "val_nll"  # on a registered ensemble's model version
+# MLflow 3's UI opens an experiment on the page its kind names; with no kind it guesses, and an
+# experiment with no traces gets the GenAI "Overview" page rather than the training runs.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 
 def trial_tag(name: str) -> str:

@@ -135,7 +135,13 @@ class StudyTracker(RunHandover):
             found = self.find_parent(spec.name)
             if not self.experiment_id:
                 self.experiment_id = self.client.create_experiment(
-                    spec.name, artifact_location=self._artifact_location
+                    spec.name,
+                    artifact_location=self._artifact_location,
+                    tags={keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING},
+                )
+            else:  # an experiment made before the kind was set opens on the GenAI page
+                self.client.set_experiment_tag(
+                    self.experiment_id, keys.TAG_EXPERIMENT_KIND, keys.EXPERIMENT_KIND_TRAINING
                 )
         except Exception as exc:  # MLflow raises many types; say where it failed, once
             raise TrackingError(f"MLflow at {self.tracking_uri}: {exc}") from exc

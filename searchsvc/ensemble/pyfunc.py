@@ -1,9 +1,11 @@
 """The ensemble as an MLflow pyfunc model: logging, registering, the ``champion`` alias.
 
-The logged model is self-contained: its ``members`` artifact is a members directory (see
-``searchsvc.ensemble.members``) holding every member's params and state dict, so loading it needs
-neither the study's working folder nor the tracking run's files, only the ``searchsvc``
-package and whatever package provides the trainer (``trainers`` for the built-ins)::
+The logged model is self-contained and holds no pickle: it is logged with MLflow's
+models-from-code (``model_code.py``), carries its code as files (``searchsvc`` and the members'
+trainer code, see ``searchsvc.ensemble.model_files``) and its ``members`` artifact is a members
+directory (see ``searchsvc.ensemble.members``) holding every member's params and state dict.
+Loading it needs neither the study's working folder, nor the tracking run's files, nor an
+installed ``searchsvc``: only MLflow and torch (its pip requirements)::
 
     model = mlflow.pyfunc.load_model("models:/mnist-ensemble@champion")
     probs = model.predict(x_scaled)          # float32 (n, n_features) -> (n, n_classes) float32
@@ -34,7 +36,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
@@ -49,7 +50,9 @@ from searchsvc.ensemble.members import (
     read_manifest,
     save_members_dir,
 )
+from searchsvc.ensemble.model_files import MODEL_CODE, code_paths, pip_requirements
 from searchsvc.ensemble.predictor import Ensemble
+from searchsvc.ensemble.pyfunc_model import MEMBERS_ARTIFACT, EnsemblePyfunc
 from searchsvc.errors import EnsembleError
 
 __all__ = [
@@ -63,68 +66,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MEMBERS_ARTIFACT = "members"
-"""Key of the members directory in the model's artifacts."""
 CHAMPION_ALIAS = "champion"
 """Model-version tag holding the ensemble's validation log-loss (the champion criterion)."""
-
-
-class EnsemblePyfunc(mlflow.pyfunc.PythonModel):
-    """Pyfunc wrapper around :class:`searchsvc.ensemble.predictor.Ensemble`.
-
-    Holds nothing when logged; ``load_context`` rebuilds the networks from the ``members``
-    artifact. The device comes from ``model_config["device"]`` (default ``cpu``) and the
-    batch size from ``model_config["batch_size"]`` (default 4096).
-    """
-
-    def __init__(self) -> None:
-        self._ensemble: Ensemble | None = None
-        self._batch_size = 4096
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Never pickle loaded networks into the model: the artifacts are the source of truth.
-        state = dict(self.__dict__)
-        state["_ensemble"] = None
-        return state
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Rebuilds the member networks from ``context.artifacts["members"]``."""
-        config = dict(context.model_config or {})
-        members_dir = context.artifacts[MEMBERS_ARTIFACT]
-        self._batch_size = int(config.get("batch_size", 4096))
-        self._ensemble = load_members_dir(members_dir, device=config.get("device", "cpu"))
-        logger.info("loaded %r", self._ensemble)
-
-    @property
-    def ensemble(self) -> Ensemble:
-        """The loaded ensemble; raises EnsembleError before ``load_context``."""
-        if self._ensemble is None:
-            raise EnsembleError("EnsemblePyfunc used before load_context()")
-        return self._ensemble
-
-    def predict(
-        self,
-        context: mlflow.pyfunc.PythonModelContext,
-        model_input: np.ndarray,
-        params: dict[str, Any] | None = None,
-    ) -> np.ndarray:
-        """Class probabilities, float32 of shape ``(n, n_classes)``.
-
-        Args:
-            context: the MLflow context (unused; the networks were built in load_context).
-            model_input: features as a numpy array ``(n, n_features)`` or a pandas DataFrame
-                with one column per feature. (The ``np.ndarray`` hint keeps MLflow's
-                type-hint validation out of the way; the signature does the checking.)
-            params: ignored; accepted for the pyfunc protocol.
-
-        Raises:
-            EnsembleError: the input is refused by ``Ensemble.predict_proba`` (not float, the
-                wrong shape, not finite, or far outside the training features' range).
-        """
-        if hasattr(model_input, "to_numpy"):
-            model_input = model_input.to_numpy()
-        # The same validation as the Python API: MLflow's signature only checks dtype and shape.
-        return self.ensemble.predict_proba(model_input, batch_size=self._batch_size)
 
 
 def ensemble_signature(n_features: int, n_classes: int) -> ModelSignature:
@@ -133,18 +76,6 @@ def ensemble_signature(n_features: int, n_classes: int) -> ModelSignature:
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(n_features)))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(n_classes)))]),
     )
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned requirements written with the model, so MLflow skips (slow) inference."""
-    import searchsvc
-
-    return [
-        f"torch=={torch.__version__.split('+')[0]}",  # drop local tags such as +cpu
-        f"numpy=={np.__version__}",
-        f"mlflow=={mlflow.__version__}",
-        f"searchsvc=={searchsvc.__version__}",
-    ]
 
 
 def log_ensemble(
@@ -194,11 +125,12 @@ def log_ensemble(
         model_metadata.update(metadata or {})
         info = mlflow.pyfunc.log_model(
             name=name,
-            python_model=EnsemblePyfunc(),
+            python_model=str(MODEL_CODE),  # models-from-code: files, not a pickled object
+            code_paths=code_paths(_trainer_refs(manifest)),
             artifacts={MEMBERS_ARTIFACT: str(members_dir)},
             signature=ensemble_signature(ensemble.n_features, ensemble.n_classes),
             input_example=example,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=pip_requirements(),
             registered_model_name=registered_model_name,
             metadata=model_metadata,
         )
@@ -218,6 +150,12 @@ def log_ensemble(
         version,
     )
     return info
+
+
+def _trainer_refs(manifest: Mapping[str, Any]) -> list[str]:
+    """Every trainer reference a members manifest names (a member's own, else the manifest's)."""
+    refs = [m.get("trainer") or manifest.get("trainer") for m in manifest["members"]]
+    return list(dict.fromkeys(ref for ref in refs if ref))
 
 
 def _members_dir_of(

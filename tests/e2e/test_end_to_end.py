@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import optuna
@@ -22,6 +26,8 @@ from searchsvc.data.datasets import load_dataset
 from searchsvc.errors import EnsembleError
 from searchsvc.execution.runner import _RAY_ENV, run_study
 from searchsvc.study.loader import load_study
+from tests.helpers import clean_env
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -69,6 +75,9 @@ def test_a_library_run_leaves_the_process_environment_as_it_was(finished):
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     # What Ray's own driver sets for the process stays (see runner._quiet_libraries).
     rays = {k for k in changed if k.startswith(("RAY_", "KMP_")) or k == "PYTHONBREAKPOINT"}
+    # `import mlflow` starts a telemetry thread that unsets this one when its config fetch
+    # fails (no internet here), whenever that happens: MLflow's, not a run's, doing.
+    changed.discard("_MLFLOW_TELEMETRY_SESSION_ID")
     assert sorted(changed - rays) == []
     assert not rays & set(_RAY_ENV), "searchsvc's own Ray settings are taken back"
 
@@ -232,3 +241,78 @@ def test_predict_command_writes_labels_and_refuses_a_bad_array(finished, data_di
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1 and "NaN" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _post(base: str, data: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{base}/invocations", data=data, headers={"Content-Type": "application/json"},
+        method="POST",
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture
+def served(finished, tmp_path):
+    """`searchsvc serve STUDY --port P` as the README runs it, until the test ends."""
+    study_file, _, _, _ = finished
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "searchsvc", "serve", str(study_file), "--port", str(port)],
+        cwd=tmp_path, env=clean_env(), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "searchsvc serve not ready within 120 s"
+                time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+def test_serve_answers_like_the_python_api_and_refuses_in_one_line(served, finished, data_dir):
+    study_file, _, _, _ = finished
+    ensemble = load_ensemble(study_file)
+    x = load_dataset("mnist", data_dir=data_dir).x_test[:50].reshape(50, 784)
+    status, reply = _post(served, json.dumps({"inputs": x.tolist()}).encode())
+    assert status == 200
+    expected_probs = ensemble.predict_proba(x)
+    np.testing.assert_allclose(np.array(reply["predictions"]), expected_probs, atol=1e-5)
+    nan_row = np.zeros((1, 784), np.float32)
+    nan_row[0, 0] = np.nan
+    pixels = np.rint(x[:2] * 255).astype(int)  # 0-255 integers, as a client forgetting to scale
+    refused = {
+        "integer pixels": (json.dumps({"inputs": pixels.tolist()}), pixels.astype(np.float32)),
+        "feature count": (json.dumps({"inputs": [[0.5] * 10]}), np.full((1, 10), 0.5, np.float32)),
+        "NaN": ('{"inputs": [[NaN' + ", 0.0" * 783 + "]]}", nan_row),
+        "empty batch": (json.dumps({"inputs": []}), np.zeros((0,), np.float32)),
+    }
+    expected = {
+        "integer pixels": "input values span [0, 255] but the training features spanned [0, 1] "
+        "(accepted [-0.5, 1.5]; 2 of 2 rows outside): scale the input like the training data; "
+        "if these are 0-255 pixels, divide by 255",
+        "feature count": "wrong number of features: expected 784, got 10",
+        "NaN": "input contains 1 NaN and 0 inf values; all values must be finite",
+        "empty batch": "input is empty: shape (0,)",
+    }
+    for case, (body, array) in refused.items():
+        with pytest.raises(EnsembleError) as python_api:
+            ensemble.predict_proba(array)
+        assert str(python_api.value) == expected[case], case
+        assert _post(served, body.encode()) == (
+            400, {"error_code": "BAD_REQUEST", "message": expected[case]},
+        ), case  # fmt: skip
