@@ -278,6 +278,7 @@ def _print_summary(result: Any) -> None:  # a StudyResult (imported lazily)
     if result.parent_run_id:
         out.print(f"MLflow: {result.paths.tracking_uri}  (parent run {result.parent_run_id})")
         out.print(f"open the UI: {result.paths.ui_command}", highlight=False)
+        out.print(f"  the runs: {result.paths.runs_view(result.experiment_id)}", highlight=False)
 
 
 def _print_ensemble(ensemble: Any) -> None:  # an EnsembleSummary (imported lazily)

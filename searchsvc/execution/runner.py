@@ -75,6 +75,7 @@ class StudyResult:
     signal: str = ""
     status: str = ""
     pending: int = 0
+    experiment_id: str = ""
 
     @property
     def finished(self) -> int:
@@ -315,6 +316,7 @@ def _result(run: StudyRun, outcome: RunOutcome, top: list[TrialSummary]) -> Stud
         name=run.spec.name,
         paths=run.paths,
         parent_run_id=run.tracker.parent_run_id if run.tracker is not None else "",
+        experiment_id=run.tracker.experiment_id if run.tracker is not None else "",
         complete=counts.complete if counts is not None else 0,
         pruned=counts.pruned if counts is not None else 0,
         failed=counts.failed if counts is not None else 0,

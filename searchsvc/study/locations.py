@@ -35,6 +35,14 @@ class StudyPaths:
             return f"open {self.tracking_uri}"
         return f"mlflow ui --backend-store-uri {self.tracking_uri}"
 
+    def runs_view(self, experiment_id: str) -> str:
+        """The UI's address of the experiment's training runs. MLflow 3.17's UI opens an
+        experiment on the page of a global GenAI / model-training switch (GenAI unless the
+        browser chose otherwise), so the address names the model-training side."""
+        remote = self.tracking_uri.startswith(("http://", "https://"))
+        base = self.tracking_uri.rstrip("/") if remote else "http://127.0.0.1:5000"  # its default
+        return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
 
 def resolve_paths(
     spec: StudySpec,

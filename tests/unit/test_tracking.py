@@ -92,3 +92,13 @@ def test_a_trials_run_ends_with_its_state_tag_and_mlflow_status(tracker, state, 
     tracker.end_trial(run_id, TrialState[state], "why", {"epochs": 1})
     run = MlflowClient(tracker.tracking_uri).get_run(run_id)
     assert run.data.tags[keys.TAG_STATE] == tag and run.info.status == status
+
+
+def test_an_experiment_made_before_the_kind_tag_gets_it_when_the_study_runs_again(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("unit-study")  # as an older searchsvc left it
+    spec = StudySpec.model_validate(base_study())
+    StudyTracker(uri, artifact_location=(tmp_path / "art").as_uri()).start_study(spec, "x: 1\n")
+    tags = client.get_experiment(experiment_id).tags
+    assert tags[keys.TAG_EXPERIMENT_KIND] == "custom_model_development"
