@@ -227,7 +227,8 @@ def status(
     out.print(
         f"study {state.name}: {state.finished}/{state.budget} finished  "
         f"complete {state.complete}  pruned {state.pruned} (diverged {state.diverged})  "
-        f"failed {state.failed}  running {state.running}  interrupted {state.interrupted}",
+        f"failed {state.failed}  running {state.running}  interrupted {state.interrupted}"
+        + (f"  (+{state.warm} warm-start trials)" if state.warm else ""),
         highlight=False,
     )
     if state.diagnoses:

@@ -23,6 +23,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+from searchsvc import keys
 from searchsvc.deferred import unreachable
 from searchsvc.ensemble.candidates import Candidate, gather_candidates
 from searchsvc.ensemble.members import load_members_dir, write_members_dir
@@ -73,7 +74,8 @@ def build_study_ensemble(
     method = method or spec.ensemble.method
     size = size or spec.ensemble.size
     n_candidates = candidates or spec.ensemble.candidates
-    ranked = top_trials(run.study, spec, None)
+    # Trials copied by a warm start ran in another study: their models are not this one's.
+    ranked = [t for t in top_trials(run.study, spec, None) if keys.WARM_FROM not in t.user_attrs]
     if not ranked:
         raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
     runs = _trial_runs(tracker)

@@ -37,6 +37,7 @@ class StudyStatus:
     failed: int
     running: int
     interrupted: int
+    warm: int = 0  # trials copied from the warm_start study (not run here, not counted)
     diagnoses: dict[str, int] = field(default_factory=dict)
     best: list[BestSoFar] = field(default_factory=list)
     storage: str = ""
@@ -65,6 +66,6 @@ def study_status(run: StudyRun, top: int = 3) -> StudyStatus:
         budget=int(study.user_attrs.get(keys.BUDGET, run.spec.budget.n_trials)),
         finished=counts.finished, complete=counts.complete, pruned=counts.pruned,
         diverged=counts.diverged, failed=counts.failed, running=counts.running,
-        interrupted=counts.interrupted, diagnoses=dict(sorted(counts.diagnoses.items())),
+        interrupted=counts.interrupted, warm=counts.warm, diagnoses=dict(sorted(counts.diagnoses.items())),
         best=best, storage=run.paths.storage_url,
     )  # fmt: skip

@@ -92,6 +92,9 @@ def _optuna_frame(study: optuna.Study) -> pd.DataFrame:
         column = _column(raw, f"user_attrs_{attr}")
         frame[name] = column.astype("Int64") if name != "diagnosis" else column
     frame["duration_s"] = _column(raw, "duration").dt.total_seconds()
+    warm = f"user_attrs_{keys.WARM_FROM}"
+    if warm in raw.columns:  # only in a warm-started study: the source trial of each copy
+        frame["warm_start_from"] = raw[warm]
     return frame
 
 
