@@ -23,9 +23,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from searchsvc.inspect.status import value_text
 from searchsvc.search.searcher import OptunaSearcher, TrialState
 from searchsvc.search.trial_config import params_of, ticket_of
-from searchsvc.study.spec import StudySpec
+from searchsvc.study.spec import FixedParam, StudySpec
 
 __all__ = ["ProgressCallback"]
 
@@ -61,6 +62,7 @@ class ProgressCallback(Callback):
         self._counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self._running: dict[str, _Running] = {}
         self._live: Live | None = None
+        self._searched = {k for k, p in spec.search_space.items() if not isinstance(p, FixedParam)}
 
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Tune pickles callbacks into its experiment state; nothing to restore
@@ -75,7 +77,9 @@ class ProgressCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         number = ticket_of(trial.config).number
-        self._running[trial.trial_id] = _Running(number, params_of(trial.config))
+        # The searched params only: the file's constants are the same in every row.
+        searched = {k: v for k, v in params_of(trial.config).items() if k in self._searched}
+        self._running[trial.trial_id] = _Running(number, searched)
         self._refresh(now=True)
 
     def on_trial_result(
@@ -206,7 +210,7 @@ class ProgressCallback(Callback):
 
 
 def _value(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+    return "-" if value is None else value_text(value)
 
 
 def _param(value: Any) -> str:

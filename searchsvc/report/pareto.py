@@ -43,6 +43,9 @@ def fig_pareto(data: StudyData, out: Path) -> Section | None:
         return Section(title, "", note=f"Optuna could not draw the Pareto front: {exc}")
     fig = ax.figure
     fig.set_size_inches(8, 5.5)
+    handles, labels = ax.get_legend_handles_labels()
+    ours = {"Trial": "dominated trial", "Best Trial": "Pareto trial"}  # Optuna's labels
+    ax.legend(handles, [ours.get(label, label) for label in labels], loc="best")
     front = top_trials(data.study, data.spec, None)
     ax.set_title(f"Pareto front: {len(front)} of {len(data.with_state(TrialState.COMPLETE))} "
                  "completed trials")  # fmt: skip
