@@ -61,6 +61,7 @@ class ProgressCallback(Callback):
         self._started = time.monotonic()
         self._counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self._running: dict[str, _Running] = {}
+        self._paused: set[str] = set()  # HyperBand's paused trials: started, not running now
         self._live: Live | None = None
         self._searched = {k for k, p in spec.search_space.items() if not isinstance(p, FixedParam)}
 
@@ -96,6 +97,7 @@ class ProgressCallback(Callback):
         self._refresh(now=True)  # every epoch is seen, however fast the trials are
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._paused = {t.trial_id for t in trials if t.status == "PAUSED"}
         self._refresh(now=False)  # the clock moves; the next automatic refresh shows it
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -129,6 +131,9 @@ class ProgressCallback(Callback):
     def _refresh(self, *, now: bool) -> None:
         if self._live is not None:
             self._live.update(self._view(), refresh=now)
+
+    def _now_running(self) -> list[_Running]:
+        return [r for trial_id, r in self._running.items() if trial_id not in self._paused]
 
     @property
     def _finished(self) -> int:
@@ -167,7 +172,7 @@ class ProgressCallback(Callback):
             (f"complete {self._counts[TrialState.COMPLETE]}  ", "green"),
             (f"pruned {self._counts[TrialState.PRUNED]}  ", "yellow"),
             (f"failed {self._counts[TrialState.FAIL]}  ", "red"),
-            f"running {len(self._running)}  ",
+            f"running {len(self._now_running())}  ",
         ]
 
     def _view(self) -> Group:
@@ -186,7 +191,7 @@ class ProgressCallback(Callback):
             f"best {self._best_text()}  elapsed {elapsed}  remaining {remaining}",
         )
         parts: list[Any] = [head, counts]
-        if self._running:
+        if self._now_running():
             parts.append(self._running_table())
         return Group(*parts)
 
@@ -198,7 +203,7 @@ class ProgressCallback(Callback):
         for metric in metrics:
             table.add_column(metric, justify="right")
         table.add_column("params", no_wrap=True, overflow="ellipsis", max_width=_PARAMS_WIDTH)
-        rows = sorted(self._running.values(), key=lambda r: r.number)
+        rows = sorted(self._now_running(), key=lambda r: r.number)
         for row in rows[:MAX_RUNNING_ROWS]:
             values = [_value(row.values.get(m)) for m in metrics]
             shown = ", ".join(f"{k}={_param(v)}" for k, v in row.params.items())
