@@ -262,14 +262,19 @@ def _print_summary(result: Any) -> None:  # a StudyResult (imported lazily)
         highlight=False,
     )
     if result.top:
-        table = Table(title="top trials (validation)")
+        from searchsvc.inspect.status import value_text
+
+        pareto = len(result.metrics) > 1
+        table = Table(title="Pareto front (validation)" if pareto else "top trials (validation)")
         table.add_column("trial", justify="right")
-        table.add_column("value", justify="right")
+        for metric in result.metrics if pareto else ["value"]:
+            table.add_column(metric, justify="right")
         table.add_column("epochs", justify="right")
         table.add_column("params")
         for row in result.top:
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in row.params.items())
-            table.add_row(str(row.number), f"{row.value:.4f}", str(row.epochs), params)
+            values = [value_text(v) for v in (row.values if pareto else row.values[:1])]
+            table.add_row(str(row.number), *values, str(row.epochs), params)
         out.print(table)
     if result.ensemble:
         _print_ensemble(result.ensemble)

@@ -227,17 +227,22 @@ def status(
     out.print(
         f"study {state.name}: {state.finished}/{state.budget} finished  "
         f"complete {state.complete}  pruned {state.pruned} (diverged {state.diverged})  "
-        f"failed {state.failed}  running {state.running}  interrupted {state.interrupted}",
+        f"failed {state.failed}  running {state.running}  interrupted {state.interrupted}"
+        + (f"  (+{state.warm} warm-start trials)" if state.warm else ""),
         highlight=False,
     )
     if state.diagnoses:
         shown = "  ".join(f"{k} {v}" for k, v in state.diagnoses.items())
         out.print(f"diagnosis: {shown}", highlight=False)
+    from searchsvc.inspect.status import objective_text
+
+    if state.pareto:
+        out.print(f"Pareto front: {len(state.best)} trials, by {state.metric}", highlight=False)
     for rank, trial in enumerate(state.best):
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
-        label = "best" if rank == 0 else f"#{rank + 1}"
+        label = "pareto" if state.pareto else "best" if rank == 0 else f"#{rank + 1}"
         out.print(
-            f"{label}: trial {trial.number} {state.metric}={trial.values[0]:.4f} "
+            f"{label}: trial {trial.number} {objective_text(state.metrics, trial.values)} "
             f"[{trial.diagnosis or '?'}]  {params}",
             highlight=False,
             markup=False,

@@ -13,6 +13,7 @@ __all__ = [
     "DIAGNOSIS",
     "DIAGNOSIS_EVIDENCE",
     "DIVERGED",
+    "ENQUEUED",
     "EPOCHS",
     "INTERRUPTED",
     "PARENT_RUN",
@@ -20,6 +21,7 @@ __all__ = [
     "RESTARTED",
     "RESUME_OF",
     "SEED_OF",
+    "START_POINTS",
     "TAG_PARENT",
     "TAG_REASON",
     "TAG_RESUMED_FROM",
@@ -31,6 +33,7 @@ __all__ = [
     "TAG_SUPERSEDED_BY",
     "TAG_TRIAL",
     "TAG_VAL_NLL",
+    "WARM_FROM",
     "trial_tag",
 ]
 
@@ -40,6 +43,8 @@ BUDGET = "budget_n_trials"
 """The trial budget of the last ``searchsvc run`` (after ``--n-trials``), for ``status``."""
 PARENT_RUN = "mlflow_parent_run_id"
 """The study's MLflow parent run."""
+START_POINTS = "start_points_added"
+"""True once the study file's ``enqueue:`` and ``warm_start:`` went in (done once per study)."""
 
 # --------------------------------------------------------------------- Optuna trial attributes
 
@@ -66,6 +71,11 @@ DIAGNOSIS_EVIDENCE = "diagnosis_evidence"
 """The numbers behind the label."""
 DIVERGED = "diverged"
 """True on a trial pruned because its loss blew up."""
+ENQUEUED = "enqueued"
+"""True on a trial whose params came from the study file's ``enqueue:``."""
+WARM_FROM = "warm_start_from"
+"""``"<study>#<number>"`` on a trial copied from a ``warm_start:`` study (it did not run
+here: no MLflow run, not counted toward the budget, never an ensemble candidate)."""
 
 # --------------------------------------------------------------------- MLflow tags
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from searchsvc import keys
 from searchsvc.errors import (
@@ -26,6 +26,7 @@ from searchsvc.errors import (
     StudySpecError,
     first_line,
 )
+from searchsvc.run_closing import best_effort, shutdown_ray, stop_what_a_dead_driver_left
 from searchsvc.settings import Settings
 from searchsvc.signals import signals_held, stop_signals
 from searchsvc.study.locations import StudyPaths, resolve_paths
@@ -142,7 +143,8 @@ class StudyRun:
 
     def preflight(self, address: str | None = None) -> None:
         """What a run needs from outside, checked before it creates anything: the data set's
-        files are on disk or downloadable, and the Ray cluster named answers.
+        files are on disk or downloadable, the Ray cluster named answers, and the
+        ``warm_start`` study can be read and shares this space's distributions.
 
         Raises:
             StudySpecError: one line per problem, naming the key or option at fault.
@@ -157,6 +159,11 @@ class StudyRun:
         )
         if data:
             problems.append(f"{self.where}: {data}")
+        from searchsvc.search.warm_start import warm_start_problem
+
+        warm = warm_start_problem(self.spec)
+        if warm:
+            problems.append(f"{self.where}: {warm}")
         origin = "--address" if address else "RAY_ADDRESS"
         ray = ray_address_problem(address or self.settings.ray_address, origin)
         if ray:
@@ -218,13 +225,15 @@ class StudyRun:
         from searchsvc.search.claim import StudyClaim
         from searchsvc.search.samplers import build_sampler
         from searchsvc.search.storage import open_study, recover_interrupted
+        from searchsvc.search.warm_start import apply_start_points
 
         self.paths.workdir.mkdir(parents=True, exist_ok=True)
         self.study = open_study(self.spec, self.paths.storage_url)
         # Before anything else: a second live driver would take the first one's trials as orphans.
         self.claim = StudyClaim.acquire(self.paths.storage_url, self.spec.name)
-        _stop_what_a_dead_driver_left(self.claim)
+        stop_what_a_dead_driver_left(self.claim)
         recovered = recover_interrupted(self.study)
+        apply_start_points(self.study, self.spec)  # once per study: enqueue, warm start
         # A resumed seeded sampler must not replay the start-up points of the first run.
         seed = self.spec.seed + len(self.study.get_trials(deepcopy=False))
         self.study.sampler = build_sampler(self.spec, seed=seed)
@@ -334,23 +343,23 @@ class StudyRun:
         """End what this run opened; every step is tried, none lets an error out."""
         outcome = outcome if outcome is not None else RunOutcome()
         if "ray" in sys.modules:
-            _best_effort("stop Ray", _shutdown_ray)
+            best_effort("stop Ray", shutdown_ray)
         if self.ray_session is not None:
             from searchsvc.execution.leftovers import stop_session
 
             session = self.ray_session
-            _best_effort("stop Ray's leftover processes", lambda: stop_session(session))
+            best_effort("stop Ray's leftover processes", lambda: stop_session(session))
         if self.claim is not None and self.study is not None:
             from searchsvc.search.storage import recover_interrupted
 
             # Trials Ray did not finish become interrupted (asked for again), not RUNNING.
-            _best_effort("record interrupted trials", lambda: recover_interrupted(self.study))
+            best_effort("record interrupted trials", lambda: recover_interrupted(self.study))
         if self.tracker is not None and self.owns_parent:
             tracker = self.tracker
-            _best_effort("write deferred MLflow updates", tracker.flush_now)
+            best_effort("write deferred MLflow updates", tracker.flush_now)
             if self.claim is not None:
-                _best_effort("end stale trial runs", tracker.close_stale_trial_runs)
-            if _best_effort("end the MLflow parent run", lambda: tracker.end_study(status)):
+                best_effort("end stale trial runs", tracker.close_stale_trial_runs)
+            if best_effort("end the MLflow parent run", lambda: tracker.end_study(status)):
                 outcome.status = status
             outcome.pending = tracker.pending
             if tracker.pending:
@@ -359,7 +368,7 @@ class StudyRun:
                     "not recorded", tracker.tracking_uri, tracker.pending,
                 )  # fmt: skip
         if self.claim is not None:
-            if _best_effort("release the study", self.claim.release):
+            if best_effort("release the study", self.claim.release):
                 self.claim = None
 
 
@@ -373,31 +382,3 @@ def study_names(storage: str) -> list[str]:
         from searchsvc.errors import TrackingError
 
         raise TrackingError(f"Optuna storage {storage}: {exc}") from exc
-
-
-def _stop_what_a_dead_driver_left(claim: StudyClaim) -> None:
-    """The local Ray of the driver this claim took over from, if it ran on this host."""
-    previous = claim.previous
-    if previous is None or not previous.ray_session or previous.host != claim.holder.host:
-        return
-    from searchsvc.execution.leftovers import stop_session
-
-    session = previous.ray_session
-    _best_effort("stop the dead driver's Ray", lambda: stop_session(session))
-
-
-def _shutdown_ray() -> None:
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def _best_effort(what: str, step: Any) -> bool:
-    """Run one closing step; a failure is logged, never raised (the others still run)."""
-    try:
-        step()
-    except Exception as exc:
-        logger.warning("could not %s: %s", what, str(exc).splitlines()[0] if str(exc) else exc)
-        return False
-    return True

@@ -4,7 +4,8 @@ Selection sees only the validation split; the test split is evaluated once, afte
 the best single trial and the ensemble, and only reported.
 
 The candidates are the best completed trials whose stored model loads and predicts (see
-``candidates``: a bad trial is skipped and the next best takes its place). The "best single"
+``candidates``: a bad trial is skipped and the next best takes its place); with several
+objectives, the Pareto trials ordered by the first objective (``top_trials``). The "best single"
 trial is the best of them by the study's primary objective; its number is recorded, and a
 warning says so when the overall best trial was skipped and could not be that trial.
 """
@@ -23,6 +24,7 @@ import mlflow
 import numpy as np
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+from searchsvc import keys
 from searchsvc.deferred import unreachable
 from searchsvc.ensemble.candidates import Candidate, gather_candidates
 from searchsvc.ensemble.members import load_members_dir, write_members_dir
@@ -73,7 +75,8 @@ def build_study_ensemble(
     method = method or spec.ensemble.method
     size = size or spec.ensemble.size
     n_candidates = candidates or spec.ensemble.candidates
-    ranked = top_trials(run.study, spec, None)
+    # Trials copied by a warm start ran in another study: their models are not this one's.
+    ranked = [t for t in top_trials(run.study, spec, None) if keys.WARM_FROM not in t.user_attrs]
     if not ranked:
         raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
     runs = _trial_runs(tracker)
@@ -100,6 +103,7 @@ def build_study_ensemble(
         ensemble = load_members_dir(members_dir)
         summary = _summary(method, ensemble, weights, val_probs, pool, single, data)
         summary.skipped = skipped
+        summary.candidates = [c.member.trial_number for c in pool]
         _log_to_parent(tracker, paths, spec, members_dir, data, summary)
     return summary
 

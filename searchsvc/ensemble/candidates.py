@@ -1,4 +1,5 @@
-"""The ensemble's candidates: the best completed trials whose stored model loads and predicts.
+"""The ensemble's candidates: the best completed trials whose stored model loads and predicts
+(with several objectives, the Pareto trials ordered by the first objective).
 
 A study of many trials must not lose its ensemble to one bad trial. Each candidate is read
 from MLflow, rebuilt and run on the validation split here; one that fails any step (no run,

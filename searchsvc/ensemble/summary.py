@@ -49,6 +49,8 @@ class EnsembleSummary:
         best_single, ensemble: test-split scores (None when the data has no test split).
         registered: what won on validation log-loss and was registered: ``ensemble`` (the
             selection) or ``best_single`` (the best single trial alone).
+        candidates: the trials the selection chose from, best first (several objectives:
+            Pareto trials, by the first objective).
         skipped: completed trials passed over because their stored model is missing or
             unusable (the next best took their place).
         version: the registered model version; ``champion``: whether the alias moved to it;
@@ -64,6 +66,7 @@ class EnsembleSummary:
     best_single: Scores | None = None
     ensemble: Scores | None = None
     skipped: list[SkippedTrial] = dataclasses.field(default_factory=list)
+    candidates: list[int] = dataclasses.field(default_factory=list)
     registered: str = "ensemble"
     version: str | None = None
     champion: bool = False

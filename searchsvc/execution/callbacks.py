@@ -1,27 +1,23 @@
-"""Ray Tune callbacks that run in the driver: MLflow tracking and the live progress line.
+"""Ray Tune callbacks that run in the driver: MLflow tracking (here) and the progress
+display (``searchsvc.execution.progress``, re-exported here).
 
 They read each trial's outcome from the ``OptunaSearcher`` (which Tune notifies first), so
-MLflow, Optuna and the progress line always agree on COMPLETE / PRUNED / FAIL.
+MLflow, Optuna and the progress display always agree on COMPLETE / PRUNED / FAIL.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 
 from searchsvc import keys
+from searchsvc.execution.progress import ProgressCallback
 from searchsvc.execution.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
 from searchsvc.search.searcher import OptunaSearcher, TrialOutcome, TrialState
 from searchsvc.search.trial_config import RESUMED_AFTER, params_of, ticket_of
-from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import StudyTracker
 
 __all__ = ["TrackingCallback", "ProgressCallback", "RAY_RESULT_KEYS"]
@@ -175,86 +171,3 @@ def _error_text(trial: Any) -> str:
         if lines:
             return lines[-1].strip()[:500]
     return "unknown error (see the Ray logs)"
-
-
-class ProgressCallback(Callback):
-    """One live line: finished / pruned / failed / running, the best so far, elapsed and ETA."""
-
-    def __init__(
-        self, spec: StudySpec, searcher: OptunaSearcher, *, done_before: int, to_run: int,
-        console: Console, best_before: tuple[int, float] | None,
-    ) -> None:  # fmt: skip
-        self._spec = spec
-        self._searcher = searcher
-        self._done_before = done_before
-        self._to_run = to_run
-        self._console = console
-        self._best = best_before
-        self._started = time.monotonic()
-        self._counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
-        self._running = 0
-        self._live: Live | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
-
-    def setup(self, **info: Any) -> None:
-        self._started = time.monotonic()
-        if self._console.is_terminal:
-            self._live = Live(self._line(), console=self._console, refresh_per_second=4)
-            self._live.start()
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self._running = sum(1 for t in trials if t.status == "RUNNING")
-        if self._live is not None:
-            self._live.update(self._line())
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._count(trial)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._count(trial)
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        if self._live is not None:
-            self._live.update(self._line())
-            self._live.stop()
-
-    def _count(self, trial: Any) -> None:
-        outcome = self._searcher.outcomes.get(trial.trial_id)
-        state = outcome.state if outcome else TrialState.FAIL
-        self._counts[state] += 1
-        if outcome and outcome.values:
-            value = outcome.values[0]
-            if self._best is None or self._spec.primary.better(value, self._best[1]):
-                self._best = (outcome.number, value)
-        if self._live is None:  # not a terminal: a plain log line per trial instead
-            self._console.print(self._line())
-
-    def _line(self) -> Text:
-        finished = sum(self._counts.values())
-        elapsed = time.monotonic() - self._started
-        eta = "?"
-        if finished:
-            # Trials so far took elapsed/finished each at the current concurrency.
-            eta = _clock(elapsed / finished * max(self._to_run - finished, 0))
-        best = "-"
-        if self._best is not None:
-            best = f"{self._spec.primary.metric}={self._best[1]:.4g} (trial {self._best[0]})"
-        return Text.assemble(
-            (f"{self._spec.name} ", "bold"),
-            f"trials {self._done_before + finished}/{self._done_before + self._to_run}  ",
-            (f"complete {self._counts[TrialState.COMPLETE]}  ", "green"),
-            (f"pruned {self._counts[TrialState.PRUNED]}  ", "yellow"),
-            (f"failed {self._counts[TrialState.FAIL]}  ", "red"),
-            f"running {self._running}  best {best}  ",
-            f"elapsed {_clock(elapsed)}  eta {eta}",
-        )
-
-
-def _clock(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

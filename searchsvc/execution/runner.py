@@ -76,6 +76,7 @@ class StudyResult:
     status: str = ""
     pending: int = 0
     experiment_id: str = ""
+    metrics: list[str] = field(default_factory=list)  # the objectives' metrics, in order
 
     @property
     def finished(self) -> int:
@@ -265,7 +266,8 @@ def _summarise(run: StudyRun) -> list[TrialSummary]:
     from searchsvc.search.storage import count_trials
 
     counts = count_trials(run.study)
-    top = _top_rows(run, 5)
+    # Several objectives: the whole Pareto front (no one trial is best).
+    top = _top_rows(run, 5 if len(run.spec.objectives) == 1 else None)
     run.tracker.log_study_metrics(
         {"trials_complete": counts.complete, "trials_pruned": counts.pruned,
          "trials_failed": counts.failed},
@@ -327,6 +329,7 @@ def _result(run: StudyRun, outcome: RunOutcome, top: list[TrialSummary]) -> Stud
         signal=outcome.signal if outcome.interrupted else "",
         status=outcome.status,
         pending=outcome.pending,
+        metrics=[o.metric for o in run.spec.objectives],
     )
 
 
@@ -378,7 +381,7 @@ def _best(run: StudyRun) -> tuple[int, float] | None:
     return (top[0].number, top[0].values[0]) if top else None
 
 
-def _top_rows(run: StudyRun, n: int) -> list[TrialSummary]:
+def _top_rows(run: StudyRun, n: int | None) -> list[TrialSummary]:
     from searchsvc.search.storage import top_trials
 
     return [TrialSummary.of(t) for t in top_trials(run.study, run.spec, n)]

@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 from searchsvc.errors import SearchsvcError
 
 if TYPE_CHECKING:
-    import optuna
-
     from searchsvc.inspect.target import StudyTarget
     from searchsvc.study.spec import StudySpec
 
@@ -56,21 +54,19 @@ def best_trials(target: StudyTarget) -> list[BestTrial]:
         StudyNotRunError: the study has not run.
         SearchsvcError: no trial has completed yet.
     """
+    from searchsvc.search.storage import pareto_trials
+
     study = target.open()
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
         raise SearchsvcError(f"{target.where}: study {target.name!r} has no completed trial yet")
     metrics = study.metric_names or [f"value_{i}" for i in range(len(study.directions))]
-    chosen = [study.best_trial] if len(study.directions) == 1 else _pareto(study)
+    maximize = study.directions[0].name == "MAXIMIZE"
+    chosen = [study.best_trial] if len(study.directions) == 1 else pareto_trials(study, maximize)
     return [
         BestTrial(t.number, list(t.values), list(metrics), _all_params(t.params, target.spec))
         for t in chosen
     ]
-
-
-def _pareto(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    maximize = study.directions[0].name == "MAXIMIZE"
-    return sorted(study.best_trials, key=lambda t: t.values[0], reverse=maximize)
 
 
 def _all_params(sampled: dict[str, Any], spec: StudySpec | None) -> dict[str, Any]:

@@ -53,7 +53,8 @@ def trials_table(target: StudyTarget, states: Iterable[str] = ()) -> pd.DataFram
 
     Columns: ``number``, ``state``, one per objective named by its metric (``val_loss``),
     ``params_<name>`` per param, ``epochs``, ``best_epoch``, ``diagnosis``, ``duration_s``,
-    ``mlflow_run_id`` (None where MLflow has no run for the trial, or no store is known).
+    ``pareto`` (several objectives only: on the Pareto front), ``mlflow_run_id`` (None
+    where MLflow has no run for the trial, or no store is known).
 
     Args:
         states: keep only these states (see :data:`STATES`); all when empty.
@@ -63,6 +64,10 @@ def trials_table(target: StudyTarget, states: Iterable[str] = ()) -> pd.DataFram
     """
     study = target.open()
     frame = _optuna_frame(study)
+    if len(study.directions) > 1:
+        # Several objectives: whether each trial is on the Pareto front (Optuna's best_trials).
+        front = {t.number for t in study.best_trials}
+        frame["pareto"] = [int(n) in front for n in frame["number"]]
     runs = _run_ids(target, study)
     frame["mlflow_run_id"] = [runs.get(int(n)) for n in frame["number"]]
     wanted = tuple(states)
@@ -92,6 +97,9 @@ def _optuna_frame(study: optuna.Study) -> pd.DataFrame:
         column = _column(raw, f"user_attrs_{attr}")
         frame[name] = column.astype("Int64") if name != "diagnosis" else column
     frame["duration_s"] = _column(raw, "duration").dt.total_seconds()
+    warm = f"user_attrs_{keys.WARM_FROM}"
+    if warm in raw.columns:  # only in a warm-started study: the source trial of each copy
+        frame["warm_start_from"] = raw[warm]
     return frame
 
 

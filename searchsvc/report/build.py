@@ -20,6 +20,7 @@ from searchsvc.report import figures
 from searchsvc.report.comparison import build_comparison
 from searchsvc.report.data import StudyData, group_params
 from searchsvc.report.page import html_comparison, html_page, html_section, html_summary, html_top
+from searchsvc.report.pareto import fig_pareto
 from searchsvc.study_run import StudyRun
 
 __all__ = ["REPORT_DIR", "write_report"]
@@ -85,7 +86,9 @@ def _build(data: StudyData, out: Path, params: list[str]) -> None:
         )
         (out / "index.html").write_text(html_page(data, body), encoding="utf-8")
         return
+    pareto = fig_pareto(data, out)  # several objectives only, first: no one trial is best
     sections = [
+        *([pareto] if pareto is not None else []),
         figures.fig_history(data, out),
         figures.fig_importance(data, out),
         figures.fig_parallel(data, out),

@@ -110,6 +110,9 @@ def html_summary(data: StudyData) -> str:
         # The recipe: first "good on the training data?", then "good on validation data?".
         shown = ", ".join(f"{k} {v}" for k, v in sorted(diagnoses.items()))
         rows.append(("diagnosis (recipe)", shown))
+    if len(data.spec.objectives) > 1 and data.study is not None:
+        front = top_trials(data.study, data.spec, None)
+        rows.append(("Pareto front (trials)", ", ".join(str(t.number) for t in front) or "-"))
     if best:
         values = " / ".join(fmt(v) for v in best[0].values)
         rows += [
@@ -134,7 +137,8 @@ def _diagnosis(trial: FrozenTrial) -> str:
 
 
 def html_top(data: StudyData) -> str:
-    best = top_trials(data.study, data.spec, N_TOP) if data.study is not None else []
+    n = N_TOP if len(data.spec.objectives) == 1 else None  # several: the whole Pareto front
+    best = top_trials(data.study, data.spec, n) if data.study is not None else []
     rows = []
     for trial in best:
         epochs = trial.user_attrs.get(keys.EPOCHS, "")
@@ -145,7 +149,7 @@ def html_top(data: StudyData) -> str:
     pruned = [(t, last_intermediate(t)) for t in data.with_state(TrialState.PRUNED)]
     pruned = [(t, last) for t, last in pruned if last is not None]
     pruned.sort(key=lambda p: p[1][1], reverse=data.spec.primary.maximize)
-    for trial, (step, value) in pruned[: N_TOP - len(rows)]:
+    for trial, (step, value) in pruned[: max(N_TOP - len(rows), 0)]:
         epochs = trial.user_attrs.get(keys.EPOCHS, step)
         text = f"{fmt(value)} (last report, epoch {step})"
         rows.append(
@@ -159,6 +163,8 @@ def html_top(data: StudyData) -> str:
         rows,
         numeric={0, 1, 3},
     )
+    if len(data.spec.objectives) > 1:
+        return f"<h2>Pareto front: {len(best)} trials, by {objectives}</h2>{table}"
     return f"<h2>Top {len(rows)} trials</h2>{table}"
 
 

@@ -105,7 +105,8 @@ class OptunaSearcher(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         # Without the store URLs: the pickle lands in the study folder, and they may carry a
         # password.
-        return {"_spec": self._spec.model_copy(update={"storage": None, "tracking_uri": None})}
+        hidden = {"storage": None, "tracking_uri": None, "warm_start": None}
+        return {"_spec": self._spec.model_copy(update=hidden)}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._budget.expired():  # before ask: no trial is created that would not run

@@ -21,6 +21,7 @@ __all__ = [
     "TrialSummary",
     "count_trials",
     "open_study",
+    "pareto_trials",
     "recover_interrupted",
     "resumed_trials",
     "retrying",
@@ -138,6 +139,7 @@ class StudyCounts:
     waiting: int = 0
     interrupted: int = 0
     diverged: int = 0
+    warm: int = 0  # COMPLETE trials copied from a warm_start study (not run here)
     diagnoses: dict[str, int] = field(default_factory=dict)  # finished trials per diagnosis
 
     @property
@@ -155,6 +157,9 @@ def count_trials(source: optuna.Study | Iterable[FrozenTrial]) -> StudyCounts:
     counts = StudyCounts()
     for trial in trials:
         state = trial.state
+        if keys.WARM_FROM in trial.user_attrs:  # history from another study: not this budget's
+            counts.warm += 1
+            continue
         label = trial.user_attrs.get(keys.DIAGNOSIS)
         if label and not trial.user_attrs.get(keys.INTERRUPTED):
             counts.diagnoses[label] = counts.diagnoses.get(label, 0) + 1
@@ -245,7 +250,23 @@ class TrialSummary:
 def top_trials(
     study: optuna.Study, spec: StudySpec, n: int | None
 ) -> list[optuna.trial.FrozenTrial]:
-    """The best ``n`` completed trials by the primary objective (all of them for None)."""
+    """The best ``n`` completed trials (all of them for None), best first.
+
+    One objective: by its value. Several: the Pareto front (Optuna's ``best_trials``: no
+    other completed trial is at least as good on every objective and better on one), ordered
+    by the first objective; the summary, ``status``, the report and the ensemble all rank
+    by this one function.
+    """
+    if len(spec.objectives) > 1:
+        return pareto_trials(study, spec.primary.maximize)[:n]
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     reverse = spec.primary.maximize
     return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:n]
+
+
+def pareto_trials(study: optuna.Study, maximize_first: bool) -> list[optuna.trial.FrozenTrial]:
+    """A multi-objective study's Pareto trials, best first by the first objective (ties
+    broken by trial number, so the order is stable)."""
+    front = retrying(lambda: study.best_trials, "best_trials")
+    sign = -1.0 if maximize_first else 1.0
+    return sorted(front, key=lambda t: (sign * t.values[0], t.number))

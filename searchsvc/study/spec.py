@@ -20,6 +20,7 @@ from searchsvc.study.options import (
     SchedulerSpec,
     TPESamplerSpec,
 )
+from searchsvc.study.start_points import WarmStartSpec, enqueue_problem
 from searchsvc.study.urls import check_storage_url, check_tracking_uri
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "SamplerSpec",
     "SchedulerSpec",
     "StudySpec",
+    "WarmStartSpec",
 ]
 
 
@@ -243,6 +245,12 @@ class StudySpec(_Strict):
     workdir: str | None = None
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
     diagnosis: DiagnosisSpec = Field(default_factory=DiagnosisSpec)
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list, description="params tried first, in order (Optuna enqueue_trial)"
+    )
+    warm_start: WarmStartSpec | None = Field(
+        None, description="an earlier study whose completed trials join this one's history"
+    )
 
     @field_validator("tracking_uri")
     @classmethod
@@ -292,6 +300,9 @@ class StudySpec(_Strict):
                 if problem:
                     raise ValueError(f"search_space -> {key}: {problem}")
             seen[key] = param
+        problem = enqueue_problem(self.search_space, self.enqueue)
+        if problem:
+            raise ValueError(problem)
         names = [o.metric for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"objective metrics must be distinct, got {names}")

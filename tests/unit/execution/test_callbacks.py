@@ -78,6 +78,7 @@ def test_a_completed_and_a_failed_trial_reach_mlflow_and_the_progress_line(wired
     assert failed.data.tags[keys.TAG_REASON] == "error: unknown error (see the Ray logs)"
     assert failed.data.params["seed"] == str(spec.seed + 1)
     lines = out.getvalue().splitlines()
+    assert len(lines) == 2  # off a terminal: one line per finished trial, nothing else
     assert (
         "complete 1  pruned 0  failed 0" in lines[0] and "best val_loss=0.7 (trial 0)" in lines[0]
     )
