@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
     from searchsvc.ensemble.summary import EnsembleSummary
     from searchsvc.execution.runner import StudyResult
+    from searchsvc.reconcile import Reconciliation
     from searchsvc.study_run import RunOutcome, StudyRun
 
 __all__ = [
-    "best_params", "load_ensemble", "rebuild_ensemble", "report_study", "run", "trials",
+    "best_params", "load_ensemble", "rebuild_ensemble", "report_study", "run", "sync_study",
+    "trials",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -278,3 +280,32 @@ def _artifact_uri(uri: str, tracking_uri: str) -> str:
     else:
         name, _, version = rest.partition("/")
     return client.get_model_version_download_uri(name, version)
+
+
+def sync_study(run: StudyRun) -> tuple[int, Reconciliation | None, RunOutcome]:
+    """Write the MLflow updates a run journaled (``searchsvc sync``), then reconcile.
+
+    A run whose tracking server was unreachable past the final wait leaves its writes in
+    ``<workdir>/mlflow-journal``; this makes them, in order, and checks that every finished
+    trial since the last check has its MLflow run, epochs and model (``searchsvc.reconcile``).
+    ``run`` must have its study opened (:meth:`StudyRun.open_existing`); the study is claimed,
+    so no driver writes at the same time.
+
+    Returns:
+        How many journaled updates there were, the reconciliation (None if stopped), and
+        how the command ended.
+    """
+    from searchsvc.journal import JOURNAL_DIR, Journal
+    from searchsvc.reconcile import reconcile
+    from searchsvc.search.claim import StudyClaim
+
+    waiting, found = 0, None
+    with run.lifecycle() as outcome:
+        run.enter("claiming the study")
+        run.claim = StudyClaim.acquire(run.paths.storage_url, run.spec.name)
+        run.enter("writing the MLflow journal")
+        waiting = len(Journal(run.paths.workdir / JOURNAL_DIR).pending())
+        run.open_tracking(tidy=False)  # replays the journal first
+        run.enter("reconciling Optuna and MLflow")
+        found = reconcile(run.study, run.tracker, metric=run.spec.primary.metric)
+    return waiting, found, outcome

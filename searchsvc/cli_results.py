@@ -146,3 +146,32 @@ def serve(
         highlight=False,
     )
     serve_http(model, host=host, port=port)
+
+
+@app.command()
+def sync(
+    study: StudyArg,
+    tracking_uri: TrackingOpt = None, storage: StorageOpt = None, workdir: WorkdirOpt = None,
+    sets: SetOpt = None,
+) -> None:  # fmt: skip
+    """Write the MLflow updates a run journaled while the server was away, and check that
+    Optuna and MLflow agree on every trial since the last check."""
+    from searchsvc.api import sync_study
+
+    run_ = _prepare(study, sets, tracking_uri=tracking_uri, storage=storage, workdir=workdir)
+    _open_existing(run_)
+    again = _again(
+        "sync", study, ("--tracking-uri", tracking_uri), ("--storage", storage),
+        ("--workdir", workdir), ("--set", sets),
+    )  # fmt: skip
+    try:
+        waiting, found, outcome = sync_study(run_)
+    except SearchsvcError as exc:
+        raise _fail(exc) from None
+    if outcome.interrupted or found is None:
+        raise _stopped(outcome.stage, outcome.signal, again)
+    out.print(
+        f"MLflow: wrote {waiting} journaled update(s); checked {found.checked} trial(s) "
+        f"since the last check, {found.problems} with a problem (tagged searchsvc.reconcile)",
+        highlight=False,
+    )

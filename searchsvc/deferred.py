@@ -1,9 +1,11 @@
-"""MLflow writes that survive an outage: done now, or queued in order until the server answers.
+"""MLflow writes that survive an outage and a driver crash: done now, or queued in order (and
+journaled on disk) until the server answers.
 
-Only the tracker (``searchsvc.tracking``) uses this. A write MLflow cannot take because it is
-unreachable (or answers with a server error) is queued, with later writes behind it, and
-retried every few seconds; a write MLflow refuses (a client error) is logged and counted,
-never retried, so one bad write cannot end a study of many trials.
+Only the tracker (``searchsvc.tracking``) uses this: it is the one path of every MLflow write.
+A write MLflow cannot take because it is unreachable (or answers with a server error) is
+queued, with later writes behind it, journaled (``searchsvc.journal``) and retried every few
+seconds; a write MLflow refuses (a client error, a read-only or full artifact store) is logged
+and counted, never retried, so one bad write cannot end a study of many trials.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from searchsvc.errors import TrackingError
+from searchsvc.errors import first_line
+from searchsvc.journal import Journal
 
 __all__ = ["DeferredWrites", "unreachable"]
 
@@ -48,46 +52,76 @@ def unreachable(exc: BaseException) -> bool:
 
 
 class DeferredWrites:
-    """The queue of one tracker's writes: in order, in memory, files copied to a spool folder.
+    """The queue of one tracker's writes: in order, each a JSON-serialisable record that
+    ``apply`` makes; journaled on disk (see ``searchsvc.journal``) while MLflow is away.
 
     Attributes:
         lost_writes: writes MLflow refused (not an outage): logged, never retried.
     """
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, apply: Callable[[dict[str, Any]], None]) -> None:
         self.tracking_uri = tracking_uri
-        self._pending: deque[tuple[Callable[[], None], str]] = deque()
+        self._apply = apply
+        self._pending: deque[tuple[dict[str, Any], str]] = deque()
         self._next_try = 0.0
+        self.journal: Journal | None = None
         self._spool: Path | None = None
         self.lost_writes = 0
 
-    def write(self, op: Callable[[], None], what: str) -> None:
-        """Do ``op`` now, or queue it behind earlier deferred writes if MLflow is unreachable."""
+    def use_journal(self, journal: Journal) -> int:
+        """Journal deferred writes in ``journal``; queues what it holds from an earlier driver
+        (written first, in order). Returns how many were waiting there."""
+        self.journal = journal
+        waiting = journal.pending()
+        for record in waiting:  # "replayed": a run it creates may exist already (see ops)
+            self._pending.append(({**record, "replayed": True}, record.get("what", record["op"])))
+        return len(waiting)
+
+    def write(self, record: dict[str, Any], what: str) -> None:
+        """Make ``record`` now, or queue (and journal) it behind earlier deferred writes if
+        MLflow is unreachable."""
         if self._pending:
-            self._pending.append((op, what))
+            self._defer(record, what)
             self._flush_once()
             return
-        outage = self._attempt(op, what)
+        outage = self._attempt(record, what)
         if outage is None:
             return
-        self._pending.append((op, what))
+        self._defer(record, what)
         self._next_try = time.monotonic() + _RETRY_EVERY_S
+        where = f"; journaled in {self.journal.path}" if self.journal is not None else ""
         logger.warning(
-            "MLflow at %s unreachable (%s); deferring %s and later writes until it answers",
-            self.tracking_uri, type(outage).__name__, what,
+            "MLflow at %s unreachable (%s); deferring %s and later writes until it answers%s",
+            self.tracking_uri, type(outage).__name__, what, where,
         )  # fmt: skip
 
-    def _attempt(self, op: Callable[[], None], what: str) -> Exception | None:
-        """Do ``op``; the error when MLflow is unreachable (the caller keeps the write), else
-        None. A write MLflow refuses must not end a study of many trials: it is logged,
-        counted in ``lost_writes`` and dropped."""
+    def _defer(self, record: dict[str, Any], what: str) -> None:
+        if "folder" in record:  # the caller's files are temporary: keep a copy
+            record = {**record, "folder": self._keep(Path(record["folder"]))}
+        if self.journal is not None:
+            record = self.journal.append({**record, "what": what})
+        self._pending.append((record, what))
+
+    def _keep(self, folder: Path) -> str:
+        if self.journal is not None:
+            return self.journal.keep_files(folder)
+        if self._spool is None:
+            self._spool = Path(tempfile.mkdtemp(prefix="searchsvc-mlflow-spool-"))
+        target = Path(tempfile.mkdtemp(dir=self._spool))
+        shutil.copytree(folder, target, dirs_exist_ok=True)
+        return str(target)
+
+    def _attempt(self, record: dict[str, Any], what: str) -> Exception | None:
+        """Make ``record``; the error when MLflow is unreachable (the caller keeps the write),
+        else None. A write MLflow refuses (a 4xx, a read-only or full artifact store) must not
+        end a study of many trials: it is logged, counted in ``lost_writes`` and dropped."""
         try:
-            op()
+            self._apply(record)
         except Exception as exc:
             if unreachable(exc):
                 return exc
             self.lost_writes += 1
-            logger.error("MLflow refused %s; it is not recorded: %s", what, exc)
+            logger.error("MLflow refused %s; it is not recorded: %s", what, first_line(exc))
         return None
 
     def _flush_once(self) -> bool:
@@ -98,36 +132,33 @@ class DeferredWrites:
             return False
         written = 0
         while self._pending:
-            op, what = self._pending[0]
-            if self._attempt(op, what) is not None:
+            record, what = self._pending[0]
+            if self._attempt(record, what) is not None:
                 self._next_try = time.monotonic() + _RETRY_EVERY_S
                 if written:
                     logger.warning("MLflow: wrote %d deferred updates, %d still waiting",
                                    written, len(self._pending))  # fmt: skip
                 return False
             self._pending.popleft()
+            if self.journal is not None and "seq" in record:
+                self.journal.done(record["seq"])
             written += 1
-        logger.warning("MLflow at %s answers again: wrote %d deferred updates",
+        logger.warning("MLflow at %s answers: wrote %d deferred updates",
                        self.tracking_uri, written)  # fmt: skip
-        return True
-
-    def flush(self, wait_s: float = 300.0) -> None:
-        """Wait (bounded) until every deferred write is in MLflow.
-
-        Raises:
-            TrackingError: the server stayed unreachable for ``wait_s`` seconds.
-        """
-        deadline = time.monotonic() + wait_s
-        while not self._flush_once():
-            if time.monotonic() > deadline:
-                raise TrackingError(
-                    f"MLflow at {self.tracking_uri} stayed unreachable for {wait_s:.0f} s; "
-                    f"{len(self._pending)} updates were not written"
-                )
-            time.sleep(max(0.0, self._next_try - time.monotonic()))
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
             self._spool = None
+        return True
+
+    def flush(self, wait_s: float = 300.0) -> bool:
+        """Wait (bounded) until every deferred write is in MLflow; False if ``wait_s``
+        passed first (the writes stay queued, and journaled when there is a journal)."""
+        deadline = time.monotonic() + wait_s
+        while not self._flush_once():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(max(0.0, min(self._next_try, deadline) - time.monotonic()) + 0.01)
+        return True
 
     def flush_now(self) -> bool:
         """One attempt to write what is deferred, now; True when nothing is left."""
@@ -137,23 +168,3 @@ class DeferredWrites:
     @property
     def pending(self) -> int:
         return len(self._pending)
-
-    def _spooled(self, folder: Path) -> Path:
-        """A private copy of ``folder`` that outlives the caller's temporary files."""
-        if self._spool is None:
-            self._spool = Path(tempfile.mkdtemp(prefix="searchsvc-mlflow-spool-"))
-        target = Path(tempfile.mkdtemp(dir=self._spool))
-        shutil.copytree(folder, target, dirs_exist_ok=True)
-        return target
-
-    def write_files(self, write: Callable[..., None], folder: Path, what: str) -> None:
-        if not self._pending:
-            try:
-                write()
-                return
-            except Exception as exc:
-                if not unreachable(exc):
-                    raise
-        # The caller's folder may vanish (temporary dirs, Ray replacing checkpoints): copy it.
-        copy = self._spooled(folder)
-        self.write(lambda: write(copy), f"{what} files")

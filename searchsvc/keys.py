@@ -27,6 +27,8 @@ __all__ = [
     "TAG_RESUMED_FROM",
     "TAG_EXPERIMENT_KIND",
     "EXPERIMENT_KIND_TRAINING",
+    "TAG_JOURNAL_REF",
+    "TAG_RECONCILE",
     "TAG_ROLE",
     "TAG_STATE",
     "TAG_STUDY",
@@ -34,6 +36,8 @@ __all__ = [
     "TAG_TRIAL",
     "TAG_VAL_NLL",
     "WARM_FROM",
+    "WEIGHTS",
+    "RECONCILED_THROUGH",
     "trial_tag",
 ]
 
@@ -43,6 +47,8 @@ BUDGET = "budget_n_trials"
 """The trial budget of the last ``searchsvc run`` (after ``--n-trials``), for ``status``."""
 PARENT_RUN = "mlflow_parent_run_id"
 """The study's MLflow parent run."""
+RECONCILED_THROUGH = "reconciled_through"
+"""The highest trial number whose MLflow run the last reconciliation checked."""
 START_POINTS = "start_points_added"
 """True once the study file's ``enqueue:`` and ``warm_start:`` went in (done once per study)."""
 
@@ -73,6 +79,9 @@ DIVERGED = "diverged"
 """True on a trial pruned because its loss blew up."""
 ENQUEUED = "enqueued"
 """True on a trial whose params came from the study file's ``enqueue:``."""
+WEIGHTS = "weights"
+"""``"stored"``, or ``"missing: <why>"``, on a COMPLETE trial of a trainer with weights: set
+before Optuna is told COMPLETE, so a COMPLETE trial never lacks them unexplained."""
 WARM_FROM = "warm_start_from"
 """``"<study>#<number>"`` on a trial copied from a ``warm_start:`` study (it did not run
 here: no MLflow run, not counted toward the budget, never an ensemble candidate)."""
@@ -87,6 +96,8 @@ TAG_RESUMED_FROM = "searchsvc.resumed_from_trial"
 TAG_SUPERSEDED_BY = "searchsvc.superseded_by"  # the run of a restart that did not continue this
 TAG_REASON = "searchsvc.reason"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_RECONCILE = "searchsvc.reconcile"  # what reconciliation found wrong with the run
+TAG_JOURNAL_REF = "searchsvc.journal_ref"  # a trial run's placeholder, found again after a crash
 TAG_VAL_NLL = "val_nll"  # on a registered ensemble's model version
 # MLflow 3's UI opens an experiment on the page its kind names; with no kind it guesses, and an
 # experiment with no traces gets the GenAI "Overview" page rather than the training runs.

@@ -10,7 +10,7 @@ values, so a restart's epochs must not land in the old history. A part of
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import RunTag
@@ -32,8 +32,7 @@ class RunHandover:
     _trial_runs: dict[int, str]
     _logged_through: dict[int, int]
 
-    def _write(self, op: Callable[[], None], what: str) -> None: ...  # StudyTracker's
-    def _run_id(self, run_id: str) -> str: ...  # StudyTracker's
+    def _write(self, record: dict[str, Any], what: str) -> None: ...  # StudyTracker's
     def trial_runs(self) -> dict[int, str]: ...  # StudyTracker's
 
     def start_trial(  # StudyTracker's
@@ -89,16 +88,7 @@ class RunHandover:
         if old is None:
             return new
 
-        def hand_back() -> None:
-            old_id = self._run_id(old)
-            previous = self.client.get_run(old_id).data.tags.get(keys.TAG_RESUMED_FROM, "")
-            self.client.log_batch(old_id, tags=[
-                RunTag(keys.TAG_TRIAL, previous), RunTag(keys.TAG_STATE, "INTERRUPTED"),
-                RunTag(keys.TAG_SUPERSEDED_BY, self._run_id(new)),
-            ])  # fmt: skip
-            self.client.set_terminated(old_id, status="KILLED")
-
-        self._write(hand_back, f"trial {number} restart")
+        self._write({"op": "hand_back", "old": old, "new": new}, f"trial {number} restart")
         return new
 
     def supersede(self, previous: int, run_id: str) -> None:
@@ -108,8 +98,5 @@ class RunHandover:
         if old is None:
             return
 
-        def tag() -> None:  # run ids resolved at write time: either may still be pending
-            superseded = [RunTag(keys.TAG_SUPERSEDED_BY, self._run_id(run_id))]
-            self.client.log_batch(self._run_id(old), tags=superseded)
-
-        self._write(tag, f"trial {previous} superseded")
+        # Run ids are resolved when the write is made: either may still be a placeholder.
+        self._write({"op": "supersede", "old": old, "new": run_id}, f"trial {previous} superseded")

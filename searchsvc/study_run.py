@@ -24,6 +24,7 @@ from searchsvc.errors import (
     StudyFailed,
     StudyNotRunError,
     StudySpecError,
+    TrackingError,
     first_line,
 )
 from searchsvc.run_closing import best_effort, shutdown_ray, stop_what_a_dead_driver_left
@@ -259,6 +260,7 @@ class StudyRun:
         )
         parent = self.tracker.start_study(self.spec, self.text)
         self.owns_parent = True
+        self._replay_journal()
         if not tidy:
             return 0
         stale = self.tracker.close_stale_trial_runs()
@@ -268,6 +270,19 @@ class StudyRun:
             )
             self.study.set_user_attr(keys.PARENT_RUN, parent)
         return stale
+
+    def _replay_journal(self) -> None:
+        """Make the MLflow writes an earlier driver journaled and could not make (it died, or
+        the server was away past the final wait), before anything reads the runs."""
+        from searchsvc.journal import JOURNAL_DIR
+
+        tracker = self.tracker
+        waiting = tracker.use_journal(self.paths.workdir / JOURNAL_DIR)
+        if waiting:
+            logger.warning("MLflow: writing %d journaled update(s) of an earlier run", waiting)
+        if waiting and not tracker.flush(wait_s=self.settings.mlflow_wait_s):
+            raise TrackingError(f"MLflow at {tracker.tracking_uri} stopped answering while "
+                                f"{tracker.journal_path} was written")  # fmt: skip
 
     def open_existing(self) -> optuna.Study:
         """The Optuna study of a study that has run, opened without creating anything.
@@ -364,8 +379,9 @@ class StudyRun:
             outcome.pending = tracker.pending
             if tracker.pending:
                 logger.warning(
-                    "MLflow at %s: %d update(s) could not be written (unreachable); they are "
-                    "not recorded", tracker.tracking_uri, tracker.pending,
+                    "MLflow at %s: %d update(s) not written (unreachable), kept in %s; "
+                    "`searchsvc sync` or the next run writes them", tracker.tracking_uri,
+                    tracker.pending, tracker.journal_path or "memory (lost)",
                 )  # fmt: skip
         if self.claim is not None:
             if best_effort("release the study", self.claim.release):
@@ -379,6 +395,4 @@ def study_names(storage: str) -> list[str]:
     try:
         return optuna.study.get_all_study_names(storage=storage)
     except Exception as exc:
-        from searchsvc.errors import TrackingError
-
         raise TrackingError(f"Optuna storage {storage}: {exc}") from exc

@@ -13,20 +13,23 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Param, Run
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from searchsvc import keys
 from searchsvc.deferred import DeferredWrites
 from searchsvc.errors import TrackingError
+from searchsvc.journal import Journal
 from searchsvc.redaction import scrub
 from searchsvc.run_handover import RunHandover
 from searchsvc.study.spec import StudySpec
+from searchsvc.tracking_ops import apply_record, batch, is_placeholder
 
 __all__ = ["StudyTracker", "MODEL_DIR"]
 
@@ -56,30 +59,61 @@ class StudyTracker(RunHandover):
         self._trial_runs: dict[int, str] = {}
         self._logged_through: dict[int, int] = {}  # adopted trial -> last epoch in its run
         self._real_ids: dict[str, str] = {}  # placeholder run id -> MLflow run id
-        self._deferred = DeferredWrites(tracking_uri)
+        self._deferred = DeferredWrites(tracking_uri, lambda record: apply_record(self, record))
 
-    # ----------------------------------------------------------------- deferred writes
+    # ----------------------------------------------------------------- the write path
 
-    def _run_id(self, run_id: str) -> str:
-        return self._real_ids.get(run_id, run_id)
+    def resolve_run(self, ref: str) -> str:
+        """The MLflow run id of ``ref``: an id, or the placeholder of a trial run created
+        since (here, or by an earlier driver: found by its ``searchsvc.journal_ref`` tag)."""
+        if not is_placeholder(ref):
+            return ref
+        if ref not in self._real_ids and not self.known_ref(ref, look_in_mlflow=True):
+            raise TrackingError(f"no MLflow run was created for {ref}")
+        return self._real_ids[ref]
 
-    def _write(self, op: Callable[[], None], what: str) -> None:
-        self._deferred.write(op, what)
+    def known_ref(self, ref: str, *, look_in_mlflow: bool) -> bool:
+        """True if placeholder ``ref``'s run exists (noted here, or found in MLflow)."""
+        if ref in self._real_ids:
+            return True
+        if not look_in_mlflow:
+            return False
+        found = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{keys.TAG_JOURNAL_REF}` = '{ref}'",
+            max_results=1,
+        )  # fmt: skip
+        if found:
+            self._real_ids[ref] = found[0].info.run_id
+        return bool(found)
 
-    def _write_files(self, write: Callable[..., None], folder: Path, what: str) -> None:
-        self._deferred.write_files(write, folder, what)
+    def created(self, ref: str, number: int, run_id: str) -> None:
+        """Notes that placeholder ``ref`` (trial ``number``'s run) is MLflow run ``run_id``."""
+        self._real_ids[ref] = run_id
+        if self._trial_runs.get(number) == ref:
+            self._trial_runs[number] = run_id
 
-    def flush(self, wait_s: float = 300.0) -> None:
-        """Wait (bounded) until every deferred write is in MLflow.
+    def _write(self, record: dict[str, Any], what: str) -> None:
+        self._deferred.write(record, what)
 
-        Raises:
-            TrackingError: the server stayed unreachable for ``wait_s`` seconds.
-        """
-        self._deferred.flush(wait_s)
+    def use_journal(self, folder: Path) -> int:
+        """Journal deferred writes in ``folder``; returns how many an earlier driver left
+        there (written first, in order, by the next flush)."""
+        return self._deferred.use_journal(Journal(folder))
+
+    def flush(self, wait_s: float = 300.0) -> bool:
+        """Wait (bounded) until every deferred write is in MLflow; False when ``wait_s``
+        passed first: the writes stay journaled for the next run or ``searchsvc sync``."""
+        return self._deferred.flush(wait_s)
 
     def flush_now(self) -> bool:
         """One attempt to write what is deferred, now; True when nothing is left."""
         return self._deferred.flush_now()
+
+    @property
+    def journal_path(self) -> Path | None:
+        """Where deferred writes are journaled (None: in memory only)."""
+        journal = self._deferred.journal
+        return journal.path if journal is not None else None
 
     @property
     def pending(self) -> int:
@@ -167,18 +201,17 @@ class StudyTracker(RunHandover):
         return self.parent_run_id
 
     def end_study(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.parent_run_id, status=status)
+        record = {"op": "terminate", "run": self.parent_run_id, "status": status}
+        self._write(record, f"the study's end ({status})")
 
     def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
-        self.client.log_batch(
-            self.parent_run_id,
-            metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in metrics.items()],
-        )
+        now = _now_ms()
+        rows = [(k, float(v), now, 0) for k, v in metrics.items()]
+        self._write(batch(self.parent_run_id, metrics=rows), "the study's metrics")
 
     def set_study_tags(self, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(
-            self.parent_run_id, tags=[RunTag(k, _short(v)) for k, v in tags.items()]
-        )
+        record = batch(self.parent_run_id, tags={k: _short(v) for k, v in tags.items()})
+        self._write(record, "the study's tags")
 
     def close_stale_trial_runs(self) -> int:
         """End child runs left RUNNING by a driver that died; returns how many.
@@ -193,13 +226,11 @@ class StudyTracker(RunHandover):
             ),
             max_results=10000,
         )
-        tags = [
-            RunTag(keys.TAG_STATE, "INTERRUPTED"),
-            RunTag(keys.TAG_REASON, "the driver stopped mid-trial"),
-        ]
+        tags = {keys.TAG_STATE: "INTERRUPTED", keys.TAG_REASON: "the driver stopped mid-trial"}
         for run in stale:
-            self.client.log_batch(run.info.run_id, tags=tags)
-            self.client.set_terminated(run.info.run_id, status="KILLED")
+            self._write(batch(run.info.run_id, tags=tags), "a stale trial run's tags")
+            record = {"op": "terminate", "run": run.info.run_id, "status": "KILLED"}
+            self._write(record, "a stale trial run's end")
         return len(stale)
 
     # ----------------------------------------------------------------- trials
@@ -211,16 +242,12 @@ class StudyTracker(RunHandover):
         """
         if number in self._trial_runs:
             run_id = self._trial_runs[number]
-
-            def restart() -> None:
-                self.client.log_batch(
-                    self._run_id(run_id), tags=[RunTag(keys.TAG_STATE, "RUNNING")]
-                )
-                self.client.update_run(self._run_id(run_id), status="RUNNING")
-
-            self._write(restart, f"trial {number} restart")
+            self._write(batch(run_id, tags={keys.TAG_STATE: "RUNNING"}), f"trial {number} restart")
+            self._write({"op": "set_status", "run": run_id, "status": "RUNNING"},
+                        f"trial {number} restart")  # fmt: skip
             return run_id
-        placeholder = f"pending-trial-{number}"
+        # A placeholder until MLflow creates the run (now, or after an outage, in any process).
+        placeholder = f"pending-trial-{number}-{uuid.uuid4().hex[:12]}"
         self._trial_runs[number] = placeholder
         run_tags = {
             keys.TAG_PARENT: self.parent_run_id,
@@ -228,42 +255,30 @@ class StudyTracker(RunHandover):
             keys.TAG_STATE: "RUNNING",
         }
         run_tags.update(tags)
-        param_list = [Param(k, _short(v)) for k, v in params.items()]
-
-        def create() -> None:
-            run = self.client.create_run(
-                self.experiment_id, run_name=f"trial-{number:04d}", tags=run_tags
-            )
-            self._real_ids[placeholder] = run.info.run_id
-            self._trial_runs[number] = run.info.run_id
-            self.client.log_batch(run.info.run_id, params=param_list)
-
-        self._write(create, f"trial {number} start")
+        record = {
+            "op": "create_trial_run", "ref": placeholder, "number": number,
+            "name": f"trial-{number:04d}", "tags": run_tags,
+            "params": {k: _short(v) for k, v in params.items()},
+        }  # fmt: skip
+        self._write(record, f"trial {number} start")
         return self._trial_runs[number]
 
     def set_trial_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        batch = [RunTag(k, _short(v)) for k, v in tags.items()]
-        self._write(lambda: self.client.log_batch(self._run_id(run_id), tags=batch), "tags")
+        self._write(batch(run_id, tags={k: _short(v) for k, v in tags.items()}), "tags")
 
     def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = _now_ms()
-        batch = [
-            Metric(k, float(v), now, step)
+        rows = [
+            (k, float(v), now, step)
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
-
-        def write() -> None:
-            for start in range(0, len(batch), 1000):
-                self.client.log_batch(self._run_id(run_id), metrics=batch[start : start + 1000])
-
-        self._write(write, f"epoch {step} metrics")
+        self._write(batch(run_id, metrics=rows), f"epoch {step} metrics")
 
     def log_files(self, run_id: str, folder: Path, artifact_path: str) -> None:
-        def write(source: Path = folder) -> None:
-            self.client.log_artifacts(self._run_id(run_id), str(source), artifact_path)
-
-        self._write_files(write, folder, artifact_path)
+        record = {"op": "log_artifacts", "run": run_id, "folder": str(folder),
+                  "artifact_path": artifact_path}  # fmt: skip
+        self._write(record, f"{artifact_path} files")
 
     def log_model(self, run_id: str, state_file: Path, info: Mapping[str, Any]) -> None:
         """Store the best epoch's weights and what rebuilds the network, under ``model/``."""
@@ -271,11 +286,7 @@ class StudyTracker(RunHandover):
             target = Path(folder)
             shutil.copyfile(state_file, target / "state_dict.pt")
             (target / "params.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-
-            def write(source: Path = target) -> None:
-                self.client.log_artifacts(self._run_id(run_id), str(source), MODEL_DIR)
-
-            self._write_files(write, target, MODEL_DIR)
+            self.log_files(run_id, target, MODEL_DIR)  # a deferred write keeps a copy
 
     def end_trial(
         self, run_id: str, state: TrialState, reason: str, summary: Mapping[str, Any]
@@ -284,18 +295,11 @@ class StudyTracker(RunHandover):
         ``searchsvc.<key>`` tags, and the MLflow status that matches the Optuna state."""
         name = state.name
         # The tag speaks MLflow's word for a failure (FAILED), Optuna's for the others.
-        tags = [
-            RunTag(keys.TAG_STATE, _STATE_TAG.get(name, name)),
-            RunTag(keys.TAG_REASON, reason),
-        ]
-        tags += [RunTag(keys.trial_tag(k), _short(v)) for k, v in summary.items()]
-
-        def write() -> None:
-            real = self._run_id(run_id)
-            self.client.log_batch(real, tags=tags)
-            self.client.set_terminated(real, status=_MLFLOW_STATUS.get(name, "FAILED"))
-
-        self._write(write, f"{name} of a trial")
+        tags = {keys.TAG_STATE: _STATE_TAG.get(name, name), keys.TAG_REASON: reason}
+        tags.update({keys.trial_tag(k): _short(v) for k, v in summary.items()})
+        self._write(batch(run_id, tags=tags), f"{name} of a trial")
+        status = _MLFLOW_STATUS.get(name, "FAILED")
+        self._write({"op": "terminate", "run": run_id, "status": status}, f"{name} of a trial")
 
     def trial_run_records(self) -> dict[int, Run]:
         """Trial number -> child run, for every trial of this study in MLflow (the latest run
@@ -307,6 +311,21 @@ class StudyTracker(RunHandover):
             order_by=["attributes.start_time ASC"],
         )
         return {int(r.data.tags[keys.TAG_TRIAL]): r for r in runs if keys.TAG_TRIAL in r.data.tags}
+
+    def newest_trial_runs(self, limit: int) -> dict[int, Run]:
+        """Trial number -> child run, from the ``limit`` newest trial runs (the newest run of
+        a number wins): a bounded read for checking the trials that finished last."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}'",
+            max_results=limit,
+            order_by=["attributes.start_time DESC"],
+        )
+        newest: dict[int, Run] = {}
+        for run in runs:
+            if keys.TAG_TRIAL in run.data.tags:
+                newest.setdefault(int(run.data.tags[keys.TAG_TRIAL]), run)
+        return newest
 
     def trial_runs(self) -> dict[int, str]:
         """Trial number -> child run id (see ``trial_run_records``)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+from searchsvc import keys
 from searchsvc.ensemble.summary import EnsembleSummary
 from searchsvc.errors import SearchsvcError
 from searchsvc.execution.ray_session import start_ray
@@ -150,10 +151,15 @@ def run_study(
 
 def _open(run: StudyRun, console: Console) -> None:
     """The Optuna study (claimed) and the MLflow parent run; say what a resume picks up."""
+    from searchsvc.reconcile import reconcile
     from searchsvc.search.storage import count_trials
 
     recovered = run.open_search()
     stale = run.open_tracking()
+    found = reconcile(run.study, run.tracker, metric=run.spec.primary.metric)
+    if found.problems:
+        console.print(f"MLflow reconciled with Optuna: {found.problems} trial(s) tagged "
+                      f"{keys.TAG_RECONCILE} (the log says which)")  # fmt: skip
     if recovered or stale:
         counts = count_trials(run.study)
         console.print(
@@ -194,11 +200,19 @@ def _search(run: StudyRun, address: str | None, console: Console) -> bool:
     if stopped or leftover:
         raise KeyboardInterrupt
     run.enter("writing the MLflow backlog")
-    tracker = run.tracker
+    tracker, wait_s = run.tracker, run.settings.mlflow_wait_s
     if tracker.pending:
-        console.print(f"MLflow: {tracker.pending} deferred update(s) still to write; waiting")
-    tracker.flush(wait_s=run.settings.mlflow_wait_s)
-    tracker.close_stale_trial_runs()
+        console.print(f"MLflow: {tracker.pending} deferred update(s) to write; waiting up to "
+                      f"{wait_s:.0f} s (SEARCHSVC_MLFLOW_WAIT_S)")  # fmt: skip
+    if tracker.flush(wait_s=wait_s):
+        tracker.close_stale_trial_runs()
+    else:  # the study still ends: the ensemble and report from what is stored
+        console.print(
+            f"[yellow]MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s"
+            f"[/yellow]: {tracker.pending} update(s) kept in {tracker.journal_path}; "
+            f"`searchsvc sync {run.where}` writes them when it answers (so does the next run)",
+            highlight=False,
+        )
     if tracker.lost_writes:
         console.print(
             f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -12,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from searchsvc import deferred, keys
+from searchsvc.journal import Journal
 from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import StudyTracker
 from tests.helpers import base_study
@@ -54,32 +56,77 @@ def tracker(tmp_path) -> StudyTracker:
     return writer
 
 
+def _server(tracker, monkeypatch, error=None):
+    """The tracker's log_batch answering ``error`` while ``state["down"]``; the tags it took."""
+    state = {"down": True, "taken": []}
+    real = tracker.client.log_batch
+
+    def log_batch(run_id, metrics=(), params=(), tags=()):
+        if state["down"]:
+            raise error or RestException(
+                {"error_code": "INTERNAL_ERROR", "message": "db restarting"}
+            )
+        state["taken"] += [t.value for t in tags]
+        return real(run_id, metrics=metrics, params=params, tags=tags)
+
+    monkeypatch.setattr(tracker.client, "log_batch", log_batch)
+    return state
+
+
 def test_writes_during_a_server_error_are_kept_in_order_and_written_later(tracker, monkeypatch):
     monkeypatch.setattr(deferred, "_RETRY_EVERY_S", 0.0)
-    written: list[int] = []
-    down = {"on": True}
-
-    def write(n: int) -> None:
-        if down["on"]:
-            raise RestException({"error_code": "INTERNAL_ERROR", "message": "db restarting"})
-        written.append(n)
-
+    server = _server(tracker, monkeypatch)
     for n in range(3):
-        tracker._write(lambda n=n: write(n), f"write {n}")
-    assert tracker.pending == 3 and written == []
-    down["on"] = False
-    tracker.flush(wait_s=5)
-    assert written == [0, 1, 2] and tracker.lost_writes == 0
+        tracker.set_study_tags({"n": str(n)})
+    assert tracker.pending == 3 and server["taken"] == []
+    server["down"] = False
+    assert tracker.flush(wait_s=5) is True
+    assert server["taken"] == ["0", "1", "2"] and tracker.lost_writes == 0
 
 
-def test_a_refused_write_is_logged_and_the_study_goes_on(tracker, caplog):
-    def refused() -> None:
-        raise RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad value"})
+def test_deferred_writes_are_journaled_and_a_new_tracker_writes_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(deferred, "_RETRY_EVERY_S", 0.0)
+    spec = StudySpec.model_validate(base_study())
+    uri, art = f"sqlite:///{tmp_path}/mlflow.db", (tmp_path / "art").as_uri()
+    first = StudyTracker(uri, artifact_location=art)
+    first.start_study(spec, "name: unit-study\n")
+    first.use_journal(tmp_path / "journal")
+    _server(first, monkeypatch)
+    run_id = first.start_trial(0, {"lr": 0.01}, {})  # deferred: a placeholder
+    first.log_epoch(run_id, {"val_loss": 0.5}, step=1)
+    lines = (tmp_path / "journal" / "journal.jsonl").read_text().splitlines()
+    assert [json.loads(line).get("op") for line in lines] == ["create_trial_run", "log_batch"]
+    # The first driver dies here; the next one finds the journal and writes it, in order.
+    second = StudyTracker(uri, artifact_location=art)
+    second.start_study(spec, "name: unit-study\n")
+    assert second.use_journal(tmp_path / "journal") == 2
+    assert second.flush(wait_s=5) is True
+    assert not (tmp_path / "journal").exists()
+    runs = second.trial_run_records()
+    history = second.client.get_metric_history(runs[0].info.run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5)]
+    # Replayed twice (a crash before the "done" line): still one run, one epoch.
+    again = StudyTracker(uri, artifact_location=art)
+    again.start_study(spec, "name: unit-study\n")
+    journal = Journal(tmp_path / "journal")
+    for line in lines:
+        journal.append({k: v for k, v in json.loads(line).items() if k != "seq"})
+    assert again.use_journal(tmp_path / "journal") == 2 and again.flush(wait_s=5)
+    runs = again.client.search_runs([again.experiment_id], "tags.`searchsvc.trial_number` = '0'")
+    assert len(runs) == 1
+    assert len(again.client.get_metric_history(runs[0].info.run_id, "val_loss")) == 1
 
-    with caplog.at_level(logging.ERROR, logger="searchsvc.tracking"):
-        tracker._write(refused, "epoch 3 metrics")  # must not raise
+
+def test_a_refused_write_is_logged_and_the_study_goes_on(tracker, caplog, monkeypatch):
+    refusal = RestException({"error_code": "INVALID_PARAMETER_VALUE", "message": "bad value"})
+    _server(tracker, monkeypatch, error=refusal)
+    with caplog.at_level(logging.ERROR, logger="searchsvc.deferred"):
+        tracker.log_epoch(tracker.parent_run_id, {"val_loss": 1.0}, step=3)  # must not raise
     assert tracker.lost_writes == 1 and tracker.pending == 0
-    assert "MLflow refused epoch 3 metrics" in caplog.text
+    assert (
+        "MLflow refused epoch 3 metrics; it is not recorded: INVALID_PARAMETER_VALUE: bad value"
+        in caplog.text
+    )
 
 
 @pytest.mark.parametrize(("state", "tag", "status"), [
