@@ -143,7 +143,7 @@ class DeferredWrites:
             if self.journal is not None and "seq" in record:
                 self.journal.done(record["seq"])
             written += 1
-        logger.warning("MLflow at %s answers: wrote %d deferred updates",
+        logger.warning("MLflow at %s answers again: wrote %d deferred updates",
                        self.tracking_uri, written)  # fmt: skip
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)

@@ -211,8 +211,8 @@ def _search(run: StudyRun, address: str | None, console: Console) -> bool:
             f"[yellow]MLflow at {tracker.tracking_uri} did not answer within {wait_s:.0f} s"
             f"[/yellow]: {tracker.pending} update(s) kept in {tracker.journal_path}; "
             f"`searchsvc sync {run.where}` writes them when it answers (so does the next run)",
-            highlight=False,
-        )
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     if tracker.lost_writes:
         console.print(
             f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "

@@ -1,0 +1,166 @@
+"""No MLflow write is lost to an outage plus a driver crash (real `mlflow server`, started and
+stopped by the test; real Ray; the driver a real `searchsvc run` process)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.helpers import base_study, env_with_test_trainers
+from tests.servers import MlflowServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+EPOCHS = 5
+
+
+def _study(tmp_path: Path, name: str, n_trials: int) -> Path:
+    spec = base_study(
+        name=name, trainer="fault_trainers:slow_mlp", dataset="digits",
+        objective={"metric": "val_accuracy", "mode": "max"},
+        search_space={"lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True},
+                      "width_1": {"type": "int", "low": 16, "high": 32}, "n_layers": 1,
+                      "batch_size": 64},
+        scheduler="none",
+        budget={"n_trials": n_trials, "max_epochs": EPOCHS, "max_concurrent_trials": 2},
+        workdir=str(tmp_path / "w"),
+    )  # fmt: skip
+    spec["ensemble"] = {"enabled": False}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _journaled(tmp_path: Path) -> int:
+    journal = tmp_path / "w" / "mlflow-journal" / "journal.jsonl"
+    if not journal.exists():
+        return 0
+    return sum(1 for line in journal.read_text().splitlines() if '"op"' in line)
+
+
+def _wait_for(predicate, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.2)
+
+
+def _every_epoch_once_on_the_server(url: str, tmp_path: Path, name: str) -> None:
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], "tags.`searchsvc.trial_number` != ''")
+    by_number = {int(r.data.tags["searchsvc.trial_number"]): r for r in runs
+                 if r.data.tags["searchsvc.state"] != "INTERRUPTED"}  # fmt: skip
+    finished = [t for t in study.trials if t.state in FINISHED]
+    assert sorted(by_number) == sorted(t.number for t in finished)
+    for trial in finished:
+        run = by_number[trial.number]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == sorted(trial.intermediate_values), trial.number  # each once
+        assert run.data.tags["searchsvc.state"] == trial.state.name
+        assert "searchsvc.reconcile" not in run.data.tags, run.data.tags["searchsvc.reconcile"]
+
+
+def test_server_down_then_driver_killed_then_rerun_loses_no_epoch(tmp_path):
+    env = env_with_test_trainers(SLOW_EPOCH_S="0.4", PYTHONWARNINGS="ignore")
+    with MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as server:
+        path = _study(tmp_path, "down-then-killed", n_trials=4)
+        command = [sys.executable, "-m", "searchsvc", "run", str(path), "--tracking-uri",
+                   server.url]  # fmt: skip
+        log = (tmp_path / "first.log").open("w")
+        driver = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        try:
+            _wait_for(lambda: (tmp_path / "w" / "optuna.db").exists() and _epochs(tmp_path) >= 2)
+            server.stop()
+            _wait_for(lambda: _journaled(tmp_path) >= 4 or driver.poll() is not None)
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=60)
+            log.close()
+        assert driver.returncode == -signal.SIGKILL
+        server.start()
+        again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=600)  # fmt: skip
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "journaled update(s) of an earlier run" in again.stderr
+        assert not (tmp_path / "w" / "mlflow-journal").exists()
+        _every_epoch_once_on_the_server(server.url, tmp_path, "down-then-killed")
+
+
+def _epochs(tmp_path: Path) -> int:
+    try:
+        study = optuna.load_study(study_name="down-then-killed",
+                                  storage=f"sqlite:///{tmp_path / 'w' / 'optuna.db'}")  # fmt: skip
+    except Exception:  # not created yet
+        return 0
+    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+
+
+def test_server_down_past_the_final_wait_leaves_the_journal_and_sync_finishes(tmp_path):
+    env = env_with_test_trainers(SLOW_EPOCH_S="0.3", SEARCHSVC_MLFLOW_WAIT_S="2",
+                                 PYTHONWARNINGS="ignore")  # fmt: skip
+    with MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as server:
+        path = _study(tmp_path, "past-the-wait", n_trials=3)
+        run = [sys.executable, "-m", "searchsvc", "run", str(path), "--tracking-uri", server.url]
+        driver = subprocess.Popen(run, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        storage = f"sqlite:///{tmp_path / 'w' / 'optuna.db'}"
+        _wait_for(lambda: (tmp_path / "w" / "optuna.db").exists() and _started(storage) >= 1)
+        server.stop()
+        stdout, stderr = driver.communicate(timeout=600)
+        assert driver.returncode == 0, stderr[-3000:]
+        said = [line for line in (stdout + stderr).splitlines() if "did not answer within" in line]
+        journal = tmp_path / "w" / "mlflow-journal" / "journal.jsonl"
+        expected = (
+            f"MLflow at {server.url} did not answer within 2 s: (\\d+) update\\(s\\) kept in "
+            f"{journal}; `searchsvc sync {path}` writes them when it answers \\(so does the next "
+            "run\\)"
+        )
+        assert len(said) == 1 and re.fullmatch(expected, said[0]), said
+        assert int(re.fullmatch(expected, said[0]).group(1)) > 0
+        assert optuna.load_study(study_name="past-the-wait", storage=storage).trials[-1].state \
+            in FINISHED  # fmt: skip
+        server.start()
+        sync = subprocess.run(
+            [sys.executable, "-m", "searchsvc", "sync", str(path), "--tracking-uri", server.url],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert sync.returncode == 0, sync.stderr[-3000:]
+        assert re.fullmatch(
+            r"MLflow: wrote \d+ journaled update\(s\); checked 3 trial\(s\) since the last "
+            r"check, 0 with a problem \(tagged searchsvc.reconcile\)",
+            sync.stdout.splitlines()[-1],
+        ), sync.stdout
+        assert not journal.parent.exists()
+        _every_epoch_once_on_the_server(server.url, tmp_path, "past-the-wait")
+        parent = MlflowClient(server.url).search_runs(
+            [MlflowClient(server.url).get_experiment_by_name("past-the-wait").experiment_id],
+            "tags.`searchsvc.role` = 'parent'",
+        )[0]
+        assert parent.info.status == "FINISHED"
+        assert json.loads(json.dumps(parent.data.tags))["searchsvc.study"] == "past-the-wait"
+
+
+def _started(storage: str) -> int:
+    try:
+        study = optuna.load_study(study_name="past-the-wait", storage=storage)
+    except Exception:  # not created yet
+        return 0
+    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
