@@ -38,6 +38,8 @@ __all__ = [
     "WARM_FROM",
     "WEIGHTS",
     "RECONCILED_THROUGH",
+    "WEIGHTS_MISSING",
+    "WEIGHTS_STORED",
     "trial_tag",
 ]
 
@@ -77,11 +79,18 @@ DIAGNOSIS_EVIDENCE = "diagnosis_evidence"
 """The numbers behind the label."""
 DIVERGED = "diverged"
 """True on a trial pruned because its loss blew up."""
+WEIGHTS = "weights"
+"""On a COMPLETE trial whose trainer keeps weights, set before Optuna is told COMPLETE:
+``"stored"`` (its best epoch's ``model/`` was written to MLflow, or journaled while MLflow was
+down), or ``"missing: <why>"`` (no best weights in its last checkpoint, or the upload was
+refused); the ensemble skips a trial whose weights are missing. Trials of a trainer with
+``has_weights = False``, and trials finished before this key existed, have none."""
+WEIGHTS_STORED = "stored"
+"""The value of :data:`WEIGHTS` for a trial whose weights are stored."""
+WEIGHTS_MISSING = "missing"
+"""How the value of :data:`WEIGHTS` starts for a trial whose weights are not stored."""
 ENQUEUED = "enqueued"
 """True on a trial whose params came from the study file's ``enqueue:``."""
-WEIGHTS = "weights"
-"""``"stored"``, or ``"missing: <why>"``, on a COMPLETE trial of a trainer with weights: set
-before Optuna is told COMPLETE, so a COMPLETE trial never lacks them unexplained."""
 WARM_FROM = "warm_start_from"
 """``"<study>#<number>"`` on a trial copied from a ``warm_start:`` study (it did not run
 here: no MLflow run, not counted toward the budget, never an ensemble candidate)."""

@@ -144,14 +144,15 @@ class StudyRun:
 
     def preflight(self, address: str | None = None) -> None:
         """What a run needs from outside, checked before it creates anything: the data set's
-        files are on disk or downloadable, the Ray cluster named answers, and the
-        ``warm_start`` study can be read and shares this space's distributions.
+        files are on disk or downloadable, the Ray cluster named answers, an ``http(s)://``
+        MLflow tracking server answers, and the ``warm_start`` study can be read and shares
+        this space's distributions.
 
         Raises:
             StudySpecError: one line per problem, naming the key or option at fault.
         """
         from searchsvc.data.datasets import dataset_problem
-        from searchsvc.execution.preflight import ray_address_problem
+        from searchsvc.execution.preflight import ray_address_problem, tracking_server_problem
 
         dataset = self.spec.dataset
         problems = []
@@ -169,6 +170,9 @@ class StudyRun:
         ray = ray_address_problem(address or self.settings.ray_address, origin)
         if ray:
             problems.append(ray)
+        tracking = tracking_server_problem(self.paths.tracking_uri)
+        if tracking:
+            problems.append(tracking)
         if problems:
             raise StudySpecError(problems)
 

@@ -5,7 +5,9 @@ A study of many trials must not lose its ensemble to one bad trial. Each candida
 from MLflow, rebuilt and run on the validation split here; one that fails any step (no run,
 no stored model, ``params.json`` or ``state_dict.pt`` unreadable, a rebuild that fails,
 validation probabilities that are not finite) is skipped with one warning, and the next best
-completed trial takes its place until ``limit`` candidates are found. An MLflow outage is not
+completed trial takes its place until ``limit`` candidates are found. So is a trial whose
+``weights`` attribute says its weights were not stored (``missing: <why>``), without a
+download. An MLflow outage is not
 a bad trial: it ends the build with :class:`~searchsvc.errors.TrackingError`, so that it is
 never reported as "no stored weights".
 """
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from searchsvc import keys
 from searchsvc.deferred import unreachable
 from searchsvc.ensemble.members import rebuild_network
 from searchsvc.ensemble.predictor import Member, member_val_probs
@@ -92,6 +95,9 @@ def _candidate(
     data: Dataset,
     folder: Path,
 ) -> Candidate:
+    weights = str(trial.user_attrs.get(keys.WEIGHTS, ""))
+    if weights.startswith(keys.WEIGHTS_MISSING):  # recorded when Optuna was told COMPLETE
+        raise _Skip(weights)
     run_id = runs.get(trial.number)
     if run_id is None:
         raise _Skip("it has no MLflow run")

@@ -14,6 +14,7 @@ from typing import Any
 from ray.tune import Callback
 
 from searchsvc import keys
+from searchsvc.errors import first_line
 from searchsvc.execution.progress import ProgressCallback
 from searchsvc.execution.trainable import CHECKPOINT_BEST, CHECKPOINT_FILES
 from searchsvc.search.searcher import OptunaSearcher, TrialOutcome, TrialState
@@ -46,10 +47,17 @@ class TrackingCallback(Callback):
         trainer_ref: str,
         n_features: int,
         n_classes: int,
+        has_weights: bool | None = None,
     ) -> None:
+        """``has_weights``: the trainer's (default: read from the trainer ``trainer_ref``
+        names, which the study file's validation has imported already)."""
         self._tracker = tracker
         self._searcher = searcher
         self._trainer_ref = trainer_ref
+        self._has_weights = _has_weights(trainer_ref) if has_weights is None else has_weights
+        # The searcher stores the weights before it tells Optuna COMPLETE (see store_weights).
+        searcher.weights_hook = self.store_weights
+        self._trials: dict[str, Any] = {}
         self._shape = {"n_features": n_features, "n_classes": n_classes}
         self._runs: dict[str, str] = {}
         self._checkpoints: dict[str, str] = {}
@@ -64,6 +72,7 @@ class TrackingCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         ticket = ticket_of(trial.config)
+        self._trials[trial.trial_id] = trial
         # A trial that resumes an interrupted one continues that trial's run (adopted by the
         # runner at start-up), so MLflow keeps one run per configuration.
         self._runs[trial.trial_id] = self._tracker.start_trial(
@@ -122,6 +131,46 @@ class TrackingCallback(Callback):
         if files.is_dir():
             self._tracker.log_files(run_id, files, "diagnostics")
 
+    def store_weights(self, trial_id: str, outcome: TrialOutcome) -> str | None:
+        """Upload a COMPLETE trial's best weights into its run's ``model/`` (the searcher's
+        :data:`~searchsvc.search.searcher.WeightsHook`, called before Optuna is told).
+
+        Returns:
+            The trial's :data:`keys.WEIGHTS` value: ``"stored"`` once ``log_model`` returned
+            (a write MLflow could not take now is deferred by the tracker, so it counts),
+            ``"missing: <why>"``; None for a trainer that keeps no weights.
+        """
+        if not self._has_weights:
+            return None
+        run_id, trial = self._runs.get(trial_id), self._trials.get(trial_id)
+        checkpoint = self._checkpoints.get(trial_id)
+        best = Path(checkpoint) / CHECKPOINT_BEST if checkpoint else None
+        if run_id is None or trial is None:
+            missing = "the trial has no MLflow run"
+        elif best is None:
+            missing = "the trial left no checkpoint"
+        elif not best.exists():
+            missing = f"its last checkpoint has no {CHECKPOINT_BEST}"
+        else:
+            info = {
+                "trainer": self._trainer_ref,
+                "params": params_of(trial.config),
+                "trial_number": outcome.number,
+                "best_epoch": outcome.best_epoch,
+                "seed": ticket_of(trial.config).seed,
+                **self._shape,
+            }
+            try:
+                self._tracker.log_model(run_id, best, info)
+                return keys.WEIGHTS_STORED
+            except Exception as exc:  # refused: the trial stays COMPLETE, marked unusable
+                missing = f"upload failed: {type(exc).__name__}: {first_line(exc)}"
+        logger.warning(
+            "trial %d: its weights are not stored (%s); no ensemble will use it",
+            outcome.number, missing,
+        )  # fmt: skip
+        return f"{keys.WEIGHTS_MISSING}: {missing}"
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, error=False)
 
@@ -140,18 +189,9 @@ class TrackingCallback(Callback):
         reason = outcome.reason
         if error:
             reason = f"error: {_error_text(trial)}"
-        checkpoint = self._checkpoints.pop(trial.trial_id, None)
-        best = Path(checkpoint) / CHECKPOINT_BEST if checkpoint else None
-        if outcome.state == TrialState.COMPLETE and best is not None and best.exists():
-            info = {
-                "trainer": self._trainer_ref,
-                "params": params_of(trial.config),
-                "trial_number": outcome.number,
-                "best_epoch": outcome.best_epoch,
-                "seed": ticket_of(trial.config).seed,
-                **self._shape,
-            }
-            self._tracker.log_model(run_id, best, info)
+        # The weights went up already, from store_weights, before Optuna was told COMPLETE.
+        self._checkpoints.pop(trial.trial_id, None)
+        self._trials.pop(trial.trial_id, None)
         summary: dict[str, Any] = {"epochs": outcome.epochs, "best_epoch": outcome.best_epoch}
         if outcome.diagnosis is not None:
             summary["diagnosis"] = outcome.diagnosis.label
@@ -161,6 +201,18 @@ class TrackingCallback(Callback):
             summary["value"] = outcome.values[0]
         self._tracker.end_trial(run_id, outcome.state, reason, summary)
         self._node_tagged.discard(trial.trial_id)
+
+
+def _has_weights(trainer_ref: str) -> bool:
+    """Whether the trainer keeps weights; True when it cannot be imported here (the upload
+    then says what is missing)."""
+    from searchsvc.registry import resolve_trainer
+
+    try:
+        return bool(resolve_trainer(trainer_ref).has_weights)
+    except Exception:
+        logger.debug("trainer %s not importable in the driver", trainer_ref, exc_info=True)
+        return True
 
 
 def _error_text(trial: Any) -> str:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +22,7 @@ import optuna
 from ray.tune.search import Searcher
 
 from searchsvc import keys
+from searchsvc.errors import first_line
 from searchsvc.search.budget import TimeBudget
 from searchsvc.search.space import suggest_params
 from searchsvc.search.storage import retrying
@@ -26,7 +30,7 @@ from searchsvc.search.trial_config import RESUMED_AFTER, TrialTicket, make_confi
 from searchsvc.study.diagnosis import Diagnosis, Thresholds, diagnose
 from searchsvc.study.spec import StudySpec
 
-__all__ = ["OptunaSearcher", "TrialOutcome"]
+__all__ = ["OptunaSearcher", "TrialOutcome", "WeightsHook"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,16 @@ class TrialOutcome:
     best_epoch: int = 0
     epochs: int = 0
     diagnosis: Diagnosis | None = None
+
+
+WeightsHook = Callable[[str, TrialOutcome], "str | None"]
+"""``(trial_id, outcome) -> keys.WEIGHTS value``: stores a COMPLETE trial's weights before
+Optuna is told, and says what happened (``"stored"``, ``"missing: <why>"``), or None when the
+trainer keeps no weights (no attribute then)."""
+
+# A test hook, never set outside the tests: SIGKILL the driver right after the first COMPLETE
+# tell, the moment a dead driver used to leave a COMPLETE trial with no stored weights.
+_TEST_DIE_AFTER_TELL = "SEARCHSVC_TEST_DIE_AFTER_TELL"
 
 
 @dataclass
@@ -99,6 +113,9 @@ class OptunaSearcher(Searcher):
         self._live: dict[str, _Live] = {}
         self.outcomes: dict[str, TrialOutcome] = {}
         self.restarted: set[str] = set()  # successors that started again from epoch 1
+        # Set by the tracking callback: a trial is COMPLETE in Optuna only with its weights
+        # stored or an attribute saying why not (Tune notifies the searcher before callbacks).
+        self.weights_hook: WeightsHook | None = None
 
     # Tune pickles its search algorithm into the experiment folder; the study lives in Optuna
     # storage, so the pickle only needs to survive, not to restore anything (no save/restore).
@@ -222,6 +239,10 @@ class OptunaSearcher(Searcher):
         }
         if outcome.reason.startswith("diverged"):
             attrs[keys.DIVERGED] = True
+        if state == COMPLETE:
+            weights = self._store_weights(trial_id, outcome)
+            if weights is not None:  # before the tell: Optuna refuses attrs on finished trials
+                attrs[keys.WEIGHTS] = weights
         try:
             for key, value in attrs.items():
                 retrying(lambda k=key, v=value: live.trial.set_user_attr(k, v), "set_user_attr")
@@ -231,6 +252,18 @@ class OptunaSearcher(Searcher):
                 retrying(lambda: self._study.tell(live.trial, state=state), "tell")
         except Exception:  # never let bookkeeping kill the study; the trial stays visible
             logger.exception("could not tell Optuna the outcome of trial %d", outcome.number)
+        if state == COMPLETE and os.environ.get(_TEST_DIE_AFTER_TELL) == "1":
+            os.kill(os.getpid(), signal.SIGKILL)  # the test hook above; tests only
+
+    def _store_weights(self, trial_id: str, outcome: TrialOutcome) -> str | None:
+        """The :data:`keys.WEIGHTS` value of a COMPLETE trial, once the hook stored them."""
+        if self.weights_hook is None:
+            return None
+        try:
+            return self.weights_hook(trial_id, outcome)
+        except Exception as exc:  # the hook's own bug must not cost the trial its outcome
+            logger.exception("could not store the weights of trial %d", outcome.number)
+            return f"{keys.WEIGHTS_MISSING}: {type(exc).__name__}: {first_line(exc)}"
 
     def _classify(
         self, trial_id: str, live: _Live, result: dict[str, Any] | None, error: bool

@@ -1,6 +1,7 @@
 """Bad input that used to pass `validate` and fail mid-run is one error line, exit 2, before
 anything exists: a range end the trainer rejects, a `when:` condition of the wrong type, a data
-file that is not there, a Ray address where no cluster answers. Real CLI processes."""
+file that is not there, a Ray address where no cluster answers, an MLflow tracking server that
+does not answer. Real CLI processes."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def _write(folder: Path, **changes) -> Path:
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
+
+
+def _cli(folder: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "searchsvc", *arguments],
+        cwd=folder, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
 
 
 CASES = {
@@ -61,10 +69,35 @@ CASES = {
 def test_bad_input_is_one_line_exit_2_and_nothing_is_created(case, command, tmp_path):
     changes, options, message = CASES[case]
     path = _write(tmp_path, **changes)
-    proc = subprocess.run(
-        [sys.executable, "-m", "searchsvc", command, path.name, *options],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = _cli(tmp_path, command, path.name, *options)
+    assert (proc.returncode, proc.stderr) == (2, f"error: {message}\n")
+    assert proc.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"], "nothing created"
+
+
+# `validate` has no --tracking-uri: the study file names the server there (with a password,
+# which must not be shown).
+DOWN = {
+    "run": ({}, ["--tracking-uri", f"http://127.0.0.1:{PORT}"], f"http://127.0.0.1:{PORT}"),
+    "validate": (
+        {"tracking_uri": f"http://bob:s3cret@127.0.0.1:{PORT}/"},
+        [],
+        f"http://bob:***@127.0.0.1:{PORT}",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", list(DOWN))
+def test_a_tracking_server_that_does_not_answer_is_one_line_exit_2_and_nothing_is_created(
+    command, tmp_path
+):
+    changes, options, shown = DOWN[command]
+    path = _write(tmp_path, **changes)
+    proc = _cli(tmp_path, command, path.name, *options)
+    message = (
+        f"MLflow tracking server {shown} does not answer (Connection refused); start it or "
+        "change tracking_uri"
+    )
     assert (proc.returncode, proc.stderr) == (2, f"error: {message}\n")
     assert proc.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"], "nothing created"

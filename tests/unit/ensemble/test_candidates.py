@@ -14,6 +14,7 @@ import requests
 import torch
 from torch import nn
 
+from searchsvc import keys
 from searchsvc.ensemble.candidates import gather_candidates
 from searchsvc.ensemble.summary import SkippedTrial
 from searchsvc.errors import TrackingError
@@ -133,3 +134,33 @@ def test_an_unreachable_tracking_server_is_an_outage_not_a_missing_model(tmp_pat
         gather_candidates(_ranked(2), {0: "run-0", 1: "run-1"}, down, Tiny(), _data(),
                           tmp_path, limit=2)  # fmt: skip
     assert str(caught.value) == "tracking server unreachable: ConnectionError: Connection refused"
+
+
+def test_a_trial_whose_weights_are_missing_is_skipped_with_one_warning_and_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = tmp_path / "models"
+    for number in range(3):
+        _store(models, number, {})  # trial 0's files exist: its attribute alone rules it out
+    study = optuna.create_study()
+    weights = ["missing: upload failed: MlflowException: read-only store", "stored", None]
+    for value, attr in enumerate(weights):
+        attrs = {} if attr is None else {keys.WEIGHTS: attr}
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE, values=[value], user_attrs=attrs
+        ))  # fmt: skip
+    work = tmp_path / "work"
+    work.mkdir()
+    with caplog.at_level("WARNING", logger="searchsvc.ensemble.candidates"):
+        pool, skipped = gather_candidates(
+            study.get_trials(), {n: f"run-{n}" for n in range(3)}, _download_from(models),
+            Tiny(), _data(), work, limit=2,
+        )  # fmt: skip
+    assert [c.member.trial_number for c in pool] == [1, 2]
+    assert skipped == [SkippedTrial(0, weights[0])]
+    warned = [r.getMessage() for r in caplog.records if r.name == "searchsvc.ensemble.candidates"]
+    assert warned == [
+        "trial 0 is not an ensemble candidate: missing: upload failed: MlflowException: "
+        "read-only store"
+    ]
+    assert not (work / "trial_0").exists(), "nothing downloaded for it"

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from ray.train import Checkpoint
 from ray.tune.experiment import Trial
 from rich.console import Console
 
 from searchsvc import keys
 from searchsvc.execution.callbacks import ProgressCallback, TrackingCallback
+from searchsvc.execution.trainable import CHECKPOINT_BEST
 from searchsvc.search.searcher import OptunaSearcher
 from searchsvc.study.spec import StudySpec
 from searchsvc.tracking import StudyTracker
@@ -83,3 +86,63 @@ def test_a_completed_and_a_failed_trial_reach_mlflow_and_the_progress_line(wired
         "complete 1  pruned 0  failed 0" in lines[0] and "best val_loss=0.7 (trial 0)" in lines[0]
     )
     assert "trials 2/2  complete 1  pruned 0  failed 1" in lines[-1]
+
+
+class _CountingTracker(StudyTracker):
+    """The real tracker, noting the Optuna state of the trial each time it uploads a model."""
+
+    def __init__(self, uri: str, study: optuna.Study) -> None:
+        super().__init__(uri)
+        self.study, self.uploads = study, []
+
+    def log_model(self, run_id, state_file, info) -> None:
+        self.uploads.append(self.study.trials[info["trial_number"]].state)
+        super().log_model(run_id, state_file, info)
+
+
+def test_weights_go_up_once_before_optuna_is_told_complete_or_the_trial_says_why_not(
+    wired, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec, searcher, _, _, _, _ = wired
+    tracker = _CountingTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", searcher._study)
+    tracker.start_study(spec, "name: cb\n")
+    tracking = TrackingCallback(tracker, searcher, trainer_ref="mlp", n_features=4,
+                                n_classes=3, has_weights=True)  # fmt: skip
+    saved, bare = _trial(searcher, "t1"), _trial(searcher, "t2")
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    torch.save({"weight": torch.zeros(3, 4)}, folder / CHECKPOINT_BEST)
+    for trial in (saved, bare):
+        tracking.on_trial_start(iteration=0, trials=[saved, bare], trial=trial)
+        searcher.on_trial_result(trial.trial_id, _result(1, 0.5))
+    tracking.on_checkpoint(iteration=1, trials=[saved], trial=saved,
+                           checkpoint=Checkpoint.from_directory(str(folder)))  # fmt: skip
+    for trial in (saved, bare):  # Tune notifies the searcher, then the callbacks
+        searcher.on_trial_complete(trial.trial_id, _result(2, 0.4))
+        tracking.on_trial_complete(iteration=2, trials=[trial], trial=trial)
+
+    assert tracker.uploads == [optuna.trial.TrialState.RUNNING], "once, before the tell"
+    first, second = searcher._study.trials
+    assert [first.state, second.state] == [optuna.trial.TrialState.COMPLETE] * 2
+    missing = "missing: the trial left no checkpoint"
+    assert [first.user_attrs[keys.WEIGHTS], second.user_attrs[keys.WEIGHTS]] == ["stored", missing]
+    client = MlflowClient(tracker.tracking_uri)
+    (run,) = client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`{keys.TAG_TRIAL}` = '0'"
+    )
+    assert sorted(f.path for f in client.list_artifacts(run.info.run_id, "model")) == [
+        "model/params.json", "model/state_dict.pt",
+    ]  # fmt: skip
+    warning = "trial 1: its weights are not stored (the trial left no checkpoint); no ensemble "
+    assert f"{warning}will use it" in caplog.messages
+
+
+def test_a_trainer_without_weights_gets_no_weights_attribute(wired) -> None:
+    spec, searcher, tracker, tracking, _, _ = wired  # the noop trainer: has_weights = False
+    trial = _trial(searcher, "t1")
+    tracking.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    searcher.on_trial_result("t1", _result(1, 0.5))
+    searcher.on_trial_complete("t1", _result(2, 0.4))
+    (done,) = searcher._study.trials
+    assert done.state == optuna.trial.TrialState.COMPLETE
+    assert keys.WEIGHTS not in done.user_attrs
