@@ -79,7 +79,7 @@ def _check(tracker: StudyTracker, trial: FrozenTrial, run: Any, metric: str,
     if problem:
         found.epochs[trial.number] = problem
     # Set before Optuna's tell on a trainer with weights ("missing: ..." says why not).
-    needs_model = trial.user_attrs.get(keys.WEIGHTS) == "stored"
+    needs_model = trial.user_attrs.get(keys.WEIGHTS) == keys.WEIGHTS_STORED
     if needs_model and trial.intermediate_values:
         names = {a.path for a in tracker.client.list_artifacts(run_id, "model")}
         if "model/state_dict.pt" not in names:

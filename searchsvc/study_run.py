@@ -153,26 +153,16 @@ class StudyRun:
         """
         from searchsvc.data.datasets import dataset_problem
         from searchsvc.execution.preflight import ray_address_problem, tracking_server_problem
+        from searchsvc.search.warm_start import warm_start_problem
 
         dataset = self.spec.dataset
-        problems = []
         data = dataset_problem(
             dataset.name, data_dir=dataset.data_dir, path=dataset.path, settings=self.settings
         )
-        if data:
-            problems.append(f"{self.where}: {data}")
-        from searchsvc.search.warm_start import warm_start_problem
-
-        warm = warm_start_problem(self.spec)
-        if warm:
-            problems.append(f"{self.where}: {warm}")
+        problems = [f"{self.where}: {p}" for p in (data, warm_start_problem(self.spec)) if p]
         origin = "--address" if address else "RAY_ADDRESS"
         ray = ray_address_problem(address or self.settings.ray_address, origin)
-        if ray:
-            problems.append(ray)
-        tracking = tracking_server_problem(self.paths.tracking_uri)
-        if tracking:
-            problems.append(tracking)
+        problems += [p for p in (ray, tracking_server_problem(self.paths.tracking_uri)) if p]
         if problems:
             raise StudySpecError(problems)
 

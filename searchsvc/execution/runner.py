@@ -214,10 +214,8 @@ def _search(run: StudyRun, address: str | None, console: Console) -> bool:
             highlight=False, soft_wrap=True,
         )  # fmt: skip
     if tracker.lost_writes:
-        console.print(
-            f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "
-            "the log above says which"
-        )
+        console.print(f"[yellow]MLflow refused {tracker.lost_writes} write(s)[/yellow]; "
+                      "the log above says which")  # fmt: skip
     return budget.expired() and count_trials(run.study).finished < run.budget
 
 
@@ -235,7 +233,7 @@ def _tuner(
     scheduler = build_scheduler(spec)
     searcher = OptunaSearcher(spec, run.study, stopped_trial_ids(scheduler), budget)
     tracking = TrackingCallback(
-        run.tracker, searcher, trainer_ref=spec.trainer,
+        run.tracker, searcher, trainer_ref=spec.trainer, has_weights=run.trainer.has_weights,
         n_features=data.n_features, n_classes=data.n_classes,
     )  # fmt: skip
     progress = ProgressCallback(

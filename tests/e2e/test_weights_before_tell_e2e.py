@@ -98,3 +98,11 @@ def test_a_driver_killed_right_after_the_complete_tell_leaves_the_weights_stored
     found = {t.number: (t.user_attrs.get(keys.WEIGHTS), files.get(t.number)) for t in complete}
     stored = ("stored", ["model/params.json", "model/state_dict.pt"])
     assert found == {0: stored, 1: stored}
+    # The run the killed driver left RUNNING was ended INTERRUPTED by the rerun's stale-run
+    # clean-up, then mended by the reconciliation: Optuna says COMPLETE, so does MLflow.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'w' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(NAME)
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{keys.TAG_TRIAL}` = '0'")
+    assert [(r.data.tags[keys.TAG_STATE], r.info.status) for r in runs] == [
+        ("COMPLETE", "FINISHED")
+    ]
