@@ -77,16 +77,17 @@ class DeferredWrites:
             self._pending.append(({**record, "replayed": True}, record.get("what", record["op"])))
         return len(waiting)
 
-    def write(self, record: dict[str, Any], what: str) -> None:
+    def write(self, record: dict[str, Any], what: str) -> str:
         """Make ``record`` now, or queue (and journal) it behind earlier deferred writes if
-        MLflow is unreachable."""
+        MLflow is unreachable. Returns ``"written"``, ``"deferred"`` or ``"refused"``."""
         if self._pending:
             self._defer(record, what)
             self._flush_once()
-            return
+            return "deferred"
+        refused = self.lost_writes
         outage = self._attempt(record, what)
         if outage is None:
-            return
+            return "refused" if self.lost_writes > refused else "written"
         self._defer(record, what)
         self._next_try = time.monotonic() + _RETRY_EVERY_S
         where = f"; journaled in {self.journal.path}" if self.journal is not None else ""
@@ -94,6 +95,7 @@ class DeferredWrites:
             "MLflow at %s unreachable (%s); deferring %s and later writes until it answers%s",
             self.tracking_uri, type(outage).__name__, what, where,
         )  # fmt: skip
+        return "deferred"
 
     def _defer(self, record: dict[str, Any], what: str) -> None:
         if "folder" in record:  # the caller's files are temporary: keep a copy

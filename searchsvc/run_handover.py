@@ -32,7 +32,7 @@ class RunHandover:
     _trial_runs: dict[int, str]
     _logged_through: dict[int, int]
 
-    def _write(self, record: dict[str, Any], what: str) -> None: ...  # StudyTracker's
+    def _write(self, record: dict[str, Any], what: str) -> str: ...  # StudyTracker's
     def trial_runs(self) -> dict[int, str]: ...  # StudyTracker's
 
     def start_trial(  # StudyTracker's

@@ -56,7 +56,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "SEARCHSVC_MLFLOW_WAIT_S", "`300`",
         "seconds the end of a run waits for an unreachable MLflow server to take the "
-        "deferred writes",
+        "deferred writes; past it the writes stay journaled in `<workdir>/mlflow-journal/`, "
+        "the study still ends (report from what is stored), and `searchsvc sync` (or the "
+        "next run) writes them",
     ),
 )  # fmt: skip
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 
 from searchsvc import keys
 from searchsvc.deferred import DeferredWrites
-from searchsvc.errors import TrackingError
+from searchsvc.errors import TrackingError, first_line
 from searchsvc.journal import Journal
 from searchsvc.redaction import scrub
 from searchsvc.run_handover import RunHandover
@@ -92,8 +92,10 @@ class StudyTracker(RunHandover):
         if self._trial_runs.get(number) == ref:
             self._trial_runs[number] = run_id
 
-    def _write(self, record: dict[str, Any], what: str) -> None:
-        self._deferred.write(record, what)
+    def _write(self, record: dict[str, Any], what: str) -> str:
+        """The one path of every write: ``"written"``, ``"deferred"`` (journaled) or
+        ``"refused"`` (logged and counted in ``lost_writes``)."""
+        return self._deferred.write(record, what)
 
     def use_journal(self, folder: Path) -> int:
         """Journal deferred writes in ``folder``; returns how many an earlier driver left
@@ -164,21 +166,29 @@ class StudyTracker(RunHandover):
             raise TrackingError(f"MLflow at {self.tracking_uri}: {exc}") from exc
 
     def start_study(self, spec: StudySpec, study_text: str) -> str:
-        """Find or create the experiment and the study's parent run; returns its id."""
+        """Find or create the experiment and the study's parent run; returns its id.
+
+        Raises:
+            TrackingError: MLflow failed (one line naming the server): the study cannot
+                start without its parent run.
+        """
         try:
-            found = self.find_parent(spec.name)
-            if not self.experiment_id:
-                self.experiment_id = self.client.create_experiment(
-                    spec.name,
-                    artifact_location=self._artifact_location,
-                    tags={keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING},
-                )
-            else:  # an experiment made before the kind was set opens on the GenAI page
-                self.client.set_experiment_tag(
-                    self.experiment_id, keys.TAG_EXPERIMENT_KIND, keys.EXPERIMENT_KIND_TRAINING
-                )
+            return self._start_study(spec, study_text)
         except Exception as exc:  # MLflow raises many types; say where it failed, once
-            raise TrackingError(f"MLflow at {self.tracking_uri}: {exc}") from exc
+            raise TrackingError(f"MLflow at {self.tracking_uri}: {first_line(exc)}") from exc
+
+    def _start_study(self, spec: StudySpec, study_text: str) -> str:
+        found = self.find_parent(spec.name)
+        if not self.experiment_id:
+            self.experiment_id = self.client.create_experiment(
+                spec.name,
+                artifact_location=self._artifact_location,
+                tags={keys.TAG_EXPERIMENT_KIND: keys.EXPERIMENT_KIND_TRAINING},
+            )
+        else:  # an experiment made before the kind was set opens on the GenAI page
+            self.client.set_experiment_tag(
+                self.experiment_id, keys.TAG_EXPERIMENT_KIND, keys.EXPERIMENT_KIND_TRAINING
+            )
         if found:
             self.client.update_run(self.parent_run_id, status="RUNNING")
             self._trial_runs = self.trial_runs()
@@ -275,18 +285,25 @@ class StudyTracker(RunHandover):
         ]
         self._write(batch(run_id, metrics=rows), f"epoch {step} metrics")
 
-    def log_files(self, run_id: str, folder: Path, artifact_path: str) -> None:
+    def log_files(self, run_id: str, folder: Path, artifact_path: str) -> str:
+        """Upload ``folder`` under ``artifact_path``; how it went (see ``_write``)."""
         record = {"op": "log_artifacts", "run": run_id, "folder": str(folder),
                   "artifact_path": artifact_path}  # fmt: skip
-        self._write(record, f"{artifact_path} files")
+        return self._write(record, f"{artifact_path} files")
 
     def log_model(self, run_id: str, state_file: Path, info: Mapping[str, Any]) -> None:
-        """Store the best epoch's weights and what rebuilds the network, under ``model/``."""
+        """Store the best epoch's weights and what rebuilds the network, under ``model/``
+        (now, or journaled while MLflow is away).
+
+        Raises:
+            TrackingError: MLflow refused the files (a read-only or full artifact store).
+        """
         with tempfile.TemporaryDirectory(prefix="searchsvc-model-") as folder:
             target = Path(folder)
             shutil.copyfile(state_file, target / "state_dict.pt")
             (target / "params.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-            self.log_files(run_id, target, MODEL_DIR)  # a deferred write keeps a copy
+            if self.log_files(run_id, target, MODEL_DIR) == "refused":  # deferred: a copy kept
+                raise TrackingError("MLflow refused the model files (see the log)")
 
     def end_trial(
         self, run_id: str, state: TrialState, reason: str, summary: Mapping[str, Any]

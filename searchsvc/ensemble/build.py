@@ -13,6 +13,7 @@ warning says so when the overall best trial was skipped and could not be that tr
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import tempfile
@@ -264,4 +265,6 @@ def _log_to_parent(
     summary.model_uri = (
         f"models:/{spec.name}@champion" if moved else f"models:/{spec.name}/{version}"
     )
-    tracker.client.log_dict(tracker.parent_run_id, summary.to_json(), "ensemble/summary.json")
+    with tempfile.TemporaryDirectory(prefix="searchsvc-summary-") as folder:
+        (Path(folder) / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
+        tracker.log_files(tracker.parent_run_id, Path(folder), "ensemble")  # the write path

@@ -86,7 +86,10 @@ class ProgressCallback(Callback):
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
-        running = self._running.get(trial.trial_id)
+        self._note_epoch(self._running.get(trial.trial_id), result)
+
+    def _note_epoch(self, running: Any, result: dict) -> None:
+        """The running trial's epoch and current values, from its latest result."""
         if running is None:
             return
         running.epoch = int(result.get("epoch", result.get("training_iteration", 0)))

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from searchsvc import keys
 from searchsvc.ensemble.summary import EnsembleSummary
-from searchsvc.errors import SearchsvcError
+from searchsvc.errors import SearchsvcError, first_line
 from searchsvc.execution.ray_session import start_ray
 from searchsvc.search.budget import TimeBudget
 from searchsvc.search.storage import TrialSummary
@@ -317,8 +317,9 @@ def _report(run: StudyRun) -> Path | None:
 
     try:
         return write_report(run)
-    except Exception:  # the report is a view of stored results: never fail the study for it
-        logger.exception("could not write the study report")
+    except Exception as exc:  # the report is a view of stored results: never fail the study
+        logger.error("could not write the study report: %s", first_line(exc))
+        logger.debug("the report failed", exc_info=True)  # the traceback, with -v
         return None
 
 

@@ -74,7 +74,11 @@ def write_report(
         raise
     logger.info("report written to %s", final / "index.html")
     if log_to_mlflow:
-        _log_to_parent(data, final)
+        if run.tracker is not None and run.tracker.parent_run_id:
+            # The tracker's one write path: journaled in an outage, counted if refused.
+            run.tracker.log_files(run.tracker.parent_run_id, final, REPORT_DIR)
+        else:
+            _log_to_parent(data, final)
     return final / "index.html"
 
 

@@ -99,9 +99,9 @@ def test_server_down_then_driver_killed_then_rerun_loses_no_epoch(tmp_path):
         again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
                                timeout=600)  # fmt: skip
         assert again.returncode == 0, again.stderr[-3000:]
+        _every_epoch_once_on_the_server(server.url, tmp_path, "down-then-killed")
         assert "journaled update(s) of an earlier run" in again.stderr
         assert not (tmp_path / "w" / "mlflow-journal").exists()
-        _every_epoch_once_on_the_server(server.url, tmp_path, "down-then-killed")
 
 
 def _epochs(tmp_path: Path) -> int:
@@ -164,3 +164,43 @@ def _started(storage: str) -> int:
     except Exception:  # not created yet
         return 0
     return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+
+
+def test_an_artifact_store_that_refuses_mid_study_is_counted_and_no_trial_runs_twice(tmp_path):
+    """The store turns unusable after the first finished trial (its folder replaced by a
+    file: even root cannot write under it): every later upload is refused."""
+    env = env_with_test_trainers(SLOW_EPOCH_S="0.3", PYTHONWARNINGS="ignore")
+    path = _study(tmp_path, "store-refuses", n_trials=4)
+    storage = f"sqlite:///{tmp_path / 'w' / 'optuna.db'}"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "searchsvc", "run", str(path)], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    store = tmp_path / "w" / "mlartifacts"
+    _wait_for(lambda: _complete(storage, "store-refuses") >= 1 or driver.poll() is not None)
+    store.rename(tmp_path / "w" / "mlartifacts-moved")
+    store.write_text("not a folder")
+    stdout, stderr = driver.communicate(timeout=600)
+    assert driver.returncode == 0, stderr[-3000:]
+    said = stdout + stderr
+    refused = re.search(r"MLflow refused (\d+) write\(s\); the log above says which", said)
+    assert refused and int(refused.group(1)) >= 1, said[-3000:]
+    assert "Traceback" not in stderr
+    study = optuna.load_study(study_name="store-refuses", storage=storage)
+    assert len(study.trials) == 4, "no trial was asked for again"
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert not [t.number for t in study.trials if t.user_attrs.get("interrupted")]
+    weights = [t.user_attrs["weights"] for t in study.trials]
+    assert "stored" in weights, "the first trial's model went up before the store refused"
+    missing = [w for w in weights if w != "stored"]
+    assert missing and set(missing) == {
+        "missing: upload failed: TrackingError: MLflow refused the model files (see the log)"
+    }
+
+
+def _complete(storage: str, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except Exception:  # not created yet
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
