@@ -37,12 +37,9 @@ class Journal:
     def __init__(self, folder: str | os.PathLike[str]) -> None:
         self.folder = Path(folder)
         self.path = self.folder / "journal.jsonl"
-        self._next_seq = 0
-        self._open_seqs: set[int] = set()
-        for record in self.pending():  # continue numbering after what is on disk
-            self._open_seqs.add(record["seq"])
-        if self.path.exists():
-            self._next_seq = self._last_seq() + 1
+        entries = self._lines()  # continue after what an earlier driver left on disk
+        self._open_seqs = {e["seq"] for e in self._pending_of(entries)}
+        self._next_seq = max((e.get("seq", e.get("done", -1)) for e in entries), default=-1) + 1
 
     def _lines(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -55,14 +52,14 @@ class Journal:
                 logger.warning("%s: skipping a line cut short by a crash", self.path)
         return entries
 
-    def _last_seq(self) -> int:
-        return max((e.get("seq", e.get("done", -1)) for e in self._lines()), default=-1)
+    @staticmethod
+    def _pending_of(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        done = {e["done"] for e in entries if "done" in e}
+        return [e for e in entries if "seq" in e and e["seq"] not in done]
 
     def pending(self) -> list[dict[str, Any]]:
         """The journaled writes MLflow has not taken, oldest first."""
-        entries = self._lines()
-        done = {e["done"] for e in entries if "done" in e}
-        return [e for e in entries if "seq" in e and e["seq"] not in done]
+        return self._pending_of(self._lines())
 
     def _append(self, entry: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
