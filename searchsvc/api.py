@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
     from searchsvc.study_run import RunOutcome, StudyRun
 
 __all__ = [
-    "best_params", "load_ensemble", "rebuild_ensemble", "report_study", "run", "sync_study",
-    "trials",
+    "SyncResult", "best_params", "load_ensemble", "rebuild_ensemble", "report_study", "run",
+    "sync_study", "trials",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -282,30 +283,54 @@ def _artifact_uri(uri: str, tracking_uri: str) -> str:
     return client.get_model_version_download_uri(name, version)
 
 
-def sync_study(run: StudyRun) -> tuple[int, Reconciliation | None, RunOutcome]:
-    """Write the MLflow updates a run journaled (``searchsvc sync``), then reconcile.
+@dataclass
+class SyncResult:
+    """What ``searchsvc sync`` did: the journaled updates it wrote, the reconciliation (None
+    if stopped), the owed ensemble it built (or why not: ``ensemble_not_built``) and the
+    report written again after it, and how the command ended."""
+
+    outcome: RunOutcome
+    journaled: int = 0
+    reconciled: Reconciliation | None = None
+    ensemble: EnsembleSummary | None = None
+    ensemble_not_built: str = ""
+    report: Path | None = None
+
+
+def sync_study(run: StudyRun) -> SyncResult:
+    """Write the MLflow updates a run journaled (``searchsvc sync``), reconcile, and build
+    the ensemble a run owed.
 
     A run whose tracking server was unreachable past the final wait leaves its writes in
     ``<workdir>/mlflow-journal``; this makes them, in order, and checks that every finished
     trial since the last check has its MLflow run, epochs and model (``searchsvc.reconcile``).
-    ``run`` must have its study opened (:meth:`StudyRun.open_existing`); the study is claimed,
-    so no driver writes at the same time.
-
-    Returns:
-        How many journaled updates there were, the reconciliation (None if stopped), and
-        how the command ended.
+    If that run could not build its ensemble for the same reason (study attribute
+    ``ensemble_owed``), it is built and registered now. ``run`` must have its study opened
+    (:meth:`StudyRun.open_existing`); the study is claimed, so no driver writes at the same
+    time.
     """
+    from searchsvc.ensemble.owed import build_or_owe, ensemble_owed
     from searchsvc.journal import JOURNAL_DIR, Journal
     from searchsvc.reconcile import reconcile
     from searchsvc.search.claim import StudyClaim
 
-    waiting, found = 0, None
     with run.lifecycle() as outcome:
+        result = SyncResult(outcome)
         run.enter("claiming the study")
         run.claim = StudyClaim.acquire(run.paths.storage_url, run.spec.name)
         run.enter("writing the MLflow journal")
-        waiting = len(Journal(run.paths.workdir / JOURNAL_DIR).pending())
+        result.journaled = len(Journal(run.paths.workdir / JOURNAL_DIR).pending())
         run.open_tracking(tidy=False)  # replays the journal first
         run.enter("reconciling Optuna and MLflow")
-        found = reconcile(run.study, run.tracker, metric=run.spec.primary.metric)
-    return waiting, found, outcome
+        result.reconciled = reconcile(run.study, run.tracker, metric=run.spec.primary.metric)
+        if ensemble_owed(run.study) and run.spec.ensemble.enabled:
+            run.enter("loading the data")
+            run.load_data()
+            run.enter("building the owed ensemble")
+            result.ensemble, result.ensemble_not_built = build_or_owe(run)
+        if result.ensemble is not None:
+            from searchsvc.report.build import write_report
+
+            run.enter("writing the report")  # its ensemble section was empty
+            result.report = write_report(run)
+    return result

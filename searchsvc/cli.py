@@ -172,6 +172,9 @@ def main(
     )
     # MLflow configures its own loggers at import (INFO by default): keep its chatter out.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # Nor its "View run ... at" line on stdout for every run it ends: the commands' stdout is
+    # theirs (the runs' address is printed once, as the experiment's runs view).
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @app.command()

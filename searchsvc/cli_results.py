@@ -21,6 +21,7 @@ from searchsvc.cli import (
     _fail,
     _open_existing,
     _prepare,
+    _print_ensemble,
     _stopped,
     app,
     err,
@@ -165,13 +166,22 @@ def sync(
         ("--workdir", workdir), ("--set", sets),
     )  # fmt: skip
     try:
-        waiting, found, outcome = sync_study(run_)
+        synced = sync_study(run_)
     except SearchsvcError as exc:
         raise _fail(exc) from None
-    if outcome.interrupted or found is None:
-        raise _stopped(outcome.stage, outcome.signal, again)
+    found = synced.reconciled
+    if synced.outcome.interrupted or found is None:
+        raise _stopped(synced.outcome.stage, synced.outcome.signal, again)
     out.print(
-        f"MLflow: wrote {waiting} journaled update(s); checked {found.checked} trial(s) "
-        f"since the last check, {found.problems} with a problem (tagged searchsvc.reconcile)",
+        f"MLflow: wrote {synced.journaled} journaled update(s); checked {found.checked} "
+        f"trial(s) since the last check, {found.problems} with a problem (tagged "
+        "searchsvc.reconcile)",
         highlight=False,
     )
+    if synced.ensemble is not None:
+        out.print("the ensemble the run owed:", highlight=False)
+        _print_ensemble(synced.ensemble)
+        out.print(f"report: {synced.report}", highlight=False)
+    elif synced.ensemble_not_built:
+        err.print(synced.ensemble_not_built, highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)

@@ -247,6 +247,9 @@ def status(
             highlight=False,
             markup=False,
         )
+    if state.ensemble_owed:
+        out.print(f"ensemble owed: {state.ensemble_owed} (`searchsvc sync {study}` builds it)",
+                  highlight=False, markup=False)  # fmt: skip
     out.print(f"storage: {state.storage}", highlight=False)
 
 

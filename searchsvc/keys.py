@@ -14,6 +14,7 @@ __all__ = [
     "DIAGNOSIS_EVIDENCE",
     "DIVERGED",
     "ENQUEUED",
+    "ENSEMBLE_OWED",
     "EPOCHS",
     "INTERRUPTED",
     "PARENT_RUN",
@@ -51,6 +52,9 @@ PARENT_RUN = "mlflow_parent_run_id"
 """The study's MLflow parent run."""
 RECONCILED_THROUGH = "reconciled_through"
 """The highest trial number whose MLflow run the last reconciliation checked."""
+ENSEMBLE_OWED = "ensemble_owed"
+"""Why the study's ensemble is still to build (MLflow was away when it was due); null once
+built. ``searchsvc sync`` and the next ``searchsvc run`` build it."""
 START_POINTS = "start_points_added"
 """True once the study file's ``enqueue:`` and ``warm_start:`` went in (done once per study)."""
 

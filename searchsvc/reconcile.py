@@ -11,7 +11,6 @@ metric history and one artifact listing per trial: never a scan of the whole stu
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,8 +69,8 @@ def _check(tracker: StudyTracker, trial: FrozenTrial, run: Any, metric: str,
         # e.g. the driver died after Optuna's tell, before the run's end was written
         tags = {keys.TAG_STATE: _TAG.get(state, state),
                 keys.TAG_REASON: str(trial.user_attrs.get(keys.REASON, ""))}  # fmt: skip
-        tracker._write(batch(run_id, tags=tags), f"trial {trial.number} state (reconciled)")
-        tracker._write({"op": "terminate", "run": run_id, "status": _STATUS[state]},
+        tracker.write(batch(run_id, tags=tags), f"trial {trial.number} state (reconciled)")
+        tracker.write({"op": "terminate", "run": run_id, "status": _STATUS[state]},
                        f"trial {trial.number} end (reconciled)")  # fmt: skip
         found.state_fixed.append(trial.number)
     steps = [m.step for m in tracker.client.get_metric_history(run_id, metric)]
@@ -86,24 +85,20 @@ def _check(tracker: StudyTracker, trial: FrozenTrial, run: Any, metric: str,
             found.no_model.append(trial.number)
             problem = "; ".join(p for p in (problem, "no model/ in the run") if p)
     if problem:
-        tracker._write(batch(run_id, tags={keys.TAG_RECONCILE: problem}),
+        tracker.write(batch(run_id, tags={keys.TAG_RECONCILE: problem}),
                        f"trial {trial.number} reconcile tag")  # fmt: skip
 
 
 def _record_missing_run(tracker: StudyTracker, trial: FrozenTrial) -> None:
     """A run for a trial MLflow never heard of, saying so (its writes were lost)."""
     state = trial.state.name
-    ref = f"pending-reconciled-{uuid.uuid4().hex[:12]}"
     tags = {
-        keys.TAG_PARENT: tracker.parent_run_id, keys.TAG_TRIAL: str(trial.number),
         keys.TAG_STATE: _TAG.get(state, state),
         keys.TAG_RECONCILE: "no MLflow run was recorded for this trial (its writes were lost)",
-    }  # fmt: skip
-    params = {k: str(v)[:6000] for k, v in trial.params.items()}
-    record = {"op": "create_trial_run", "ref": ref, "number": trial.number,
-              "name": f"trial-{trial.number:04d}", "tags": tags, "params": params}  # fmt: skip
-    tracker._write(record, f"trial {trial.number} run (reconciled)")
-    tracker._write({"op": "terminate", "run": ref, "status": _STATUS[state]},
+    }
+    ref = tracker.create_trial_run(trial.number, trial.params, tags,
+                                   what=f"trial {trial.number} run (reconciled)")  # fmt: skip
+    tracker.write({"op": "terminate", "run": ref, "status": _STATUS[state]},
                    f"trial {trial.number} end (reconciled)")  # fmt: skip
 
 

@@ -32,7 +32,7 @@ class RunHandover:
     _trial_runs: dict[int, str]
     _logged_through: dict[int, int]
 
-    def _write(self, record: dict[str, Any], what: str) -> str: ...  # StudyTracker's
+    def write(self, record: dict[str, Any], what: str) -> str: ...  # StudyTracker's
     def trial_runs(self) -> dict[int, str]: ...  # StudyTracker's
 
     def start_trial(  # StudyTracker's
@@ -88,7 +88,7 @@ class RunHandover:
         if old is None:
             return new
 
-        self._write({"op": "hand_back", "old": old, "new": new}, f"trial {number} restart")
+        self.write({"op": "hand_back", "old": old, "new": new}, f"trial {number} restart")
         return new
 
     def supersede(self, previous: int, run_id: str) -> None:
@@ -99,4 +99,4 @@ class RunHandover:
             return
 
         # Run ids are resolved when the write is made: either may still be a placeholder.
-        self._write({"op": "supersede", "old": old, "new": run_id}, f"trial {previous} superseded")
+        self.write({"op": "supersede", "old": old, "new": run_id}, f"trial {previous} superseded")

@@ -92,7 +92,7 @@ class StudyTracker(RunHandover):
         if self._trial_runs.get(number) == ref:
             self._trial_runs[number] = run_id
 
-    def _write(self, record: dict[str, Any], what: str) -> str:
+    def write(self, record: dict[str, Any], what: str) -> str:
         """The one path of every write: ``"written"``, ``"deferred"`` (journaled) or
         ``"refused"`` (logged and counted in ``lost_writes``)."""
         return self._deferred.write(record, what)
@@ -212,16 +212,16 @@ class StudyTracker(RunHandover):
 
     def end_study(self, status: str = "FINISHED") -> None:
         record = {"op": "terminate", "run": self.parent_run_id, "status": status}
-        self._write(record, f"the study's end ({status})")
+        self.write(record, f"the study's end ({status})")
 
     def log_study_metrics(self, metrics: Mapping[str, float]) -> None:
         now = _now_ms()
         rows = [(k, float(v), now, 0) for k, v in metrics.items()]
-        self._write(batch(self.parent_run_id, metrics=rows), "the study's metrics")
+        self.write(batch(self.parent_run_id, metrics=rows), "the study's metrics")
 
     def set_study_tags(self, tags: Mapping[str, str]) -> None:
         record = batch(self.parent_run_id, tags={k: _short(v) for k, v in tags.items()})
-        self._write(record, "the study's tags")
+        self.write(record, "the study's tags")
 
     def close_stale_trial_runs(self) -> int:
         """End child runs left RUNNING by a driver that died; returns how many.
@@ -238,9 +238,9 @@ class StudyTracker(RunHandover):
         )
         tags = {keys.TAG_STATE: "INTERRUPTED", keys.TAG_REASON: "the driver stopped mid-trial"}
         for run in stale:
-            self._write(batch(run.info.run_id, tags=tags), "a stale trial run's tags")
+            self.write(batch(run.info.run_id, tags=tags), "a stale trial run's tags")
             record = {"op": "terminate", "run": run.info.run_id, "status": "KILLED"}
-            self._write(record, "a stale trial run's end")
+            self.write(record, "a stale trial run's end")
         return len(stale)
 
     # ----------------------------------------------------------------- trials
@@ -252,29 +252,35 @@ class StudyTracker(RunHandover):
         """
         if number in self._trial_runs:
             run_id = self._trial_runs[number]
-            self._write(batch(run_id, tags={keys.TAG_STATE: "RUNNING"}), f"trial {number} restart")
-            self._write({"op": "set_status", "run": run_id, "status": "RUNNING"},
+            self.write(batch(run_id, tags={keys.TAG_STATE: "RUNNING"}), f"trial {number} restart")
+            self.write({"op": "set_status", "run": run_id, "status": "RUNNING"},
                         f"trial {number} restart")  # fmt: skip
             return run_id
+        self.create_trial_run(
+            number, params, {keys.TAG_STATE: "RUNNING", **tags}, what=f"trial {number} start"
+        )
+        return self._trial_runs[number]  # the run's id when MLflow made it at once
+
+    def create_trial_run(
+        self, number: int, params: Mapping[str, Any], tags: Mapping[str, str], *, what: str
+    ) -> str:
+        """Write the creation of a child run for trial ``number`` (under the parent run), now
+        the trial's run; returns its placeholder id, which later writes resolve once MLflow
+        has made it."""
         # A placeholder until MLflow creates the run (now, or after an outage, in any process).
         placeholder = f"pending-trial-{number}-{uuid.uuid4().hex[:12]}"
-        self._trial_runs[number] = placeholder
-        run_tags = {
-            keys.TAG_PARENT: self.parent_run_id,
-            keys.TAG_TRIAL: str(number),
-            keys.TAG_STATE: "RUNNING",
-        }
-        run_tags.update(tags)
+        self._trial_runs[number] = placeholder  # before the write, which may resolve it
+        run_tags = {keys.TAG_PARENT: self.parent_run_id, keys.TAG_TRIAL: str(number), **tags}
         record = {
             "op": "create_trial_run", "ref": placeholder, "number": number,
             "name": f"trial-{number:04d}", "tags": run_tags,
             "params": {k: _short(v) for k, v in params.items()},
         }  # fmt: skip
-        self._write(record, f"trial {number} start")
-        return self._trial_runs[number]
+        self.write(record, what)
+        return placeholder
 
     def set_trial_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self._write(batch(run_id, tags={k: _short(v) for k, v in tags.items()}), "tags")
+        self.write(batch(run_id, tags={k: _short(v) for k, v in tags.items()}), "tags")
 
     def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
         now = _now_ms()
@@ -283,13 +289,13 @@ class StudyTracker(RunHandover):
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
-        self._write(batch(run_id, metrics=rows), f"epoch {step} metrics")
+        self.write(batch(run_id, metrics=rows), f"epoch {step} metrics")
 
     def log_files(self, run_id: str, folder: Path, artifact_path: str) -> str:
-        """Upload ``folder`` under ``artifact_path``; how it went (see ``_write``)."""
+        """Upload ``folder`` under ``artifact_path``; how it went (see ``write``)."""
         record = {"op": "log_artifacts", "run": run_id, "folder": str(folder),
                   "artifact_path": artifact_path}  # fmt: skip
-        return self._write(record, f"{artifact_path} files")
+        return self.write(record, f"{artifact_path} files")
 
     def log_model(self, run_id: str, state_file: Path, info: Mapping[str, Any]) -> None:
         """Store the best epoch's weights and what rebuilds the network, under ``model/``
@@ -314,9 +320,9 @@ class StudyTracker(RunHandover):
         # The tag speaks MLflow's word for a failure (FAILED), Optuna's for the others.
         tags = {keys.TAG_STATE: _STATE_TAG.get(name, name), keys.TAG_REASON: reason}
         tags.update({keys.trial_tag(k): _short(v) for k, v in summary.items()})
-        self._write(batch(run_id, tags=tags), f"{name} of a trial")
+        self.write(batch(run_id, tags=tags), f"{name} of a trial")
         status = _MLFLOW_STATUS.get(name, "FAILED")
-        self._write({"op": "terminate", "run": run_id, "status": status}, f"{name} of a trial")
+        self.write({"op": "terminate", "run": run_id, "status": status}, f"{name} of a trial")
 
     def trial_run_records(self) -> dict[int, Run]:
         """Trial number -> child run, for every trial of this study in MLflow (the latest run

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from searchsvc import keys
 from searchsvc.ensemble.summary import EnsembleSummary
-from searchsvc.errors import SearchsvcError, first_line
+from searchsvc.errors import first_line
 from searchsvc.execution.ray_session import start_ray
 from searchsvc.search.budget import TimeBudget
 from searchsvc.search.storage import TrialSummary
@@ -292,24 +292,14 @@ def _summarise(run: StudyRun) -> list[TrialSummary]:
 
 
 def _ensemble(run: StudyRun, console: Console) -> EnsembleSummary | None:
-    from searchsvc.ensemble.build import build_study_ensemble
+    from searchsvc.ensemble.owed import build_or_owe
 
     # The search itself succeeded: whatever goes wrong here is said, and the study still ends
-    # (report written, parent run ended, claim released); `searchsvc ensemble` builds it later.
-    again = f"rerun `searchsvc ensemble {run.where}` to build it"
-    try:
-        return build_study_ensemble(run)
-    except SearchsvcError as exc:
-        logger.debug("no ensemble: %s", exc)
-        console.print(f"no ensemble: {exc}; {again}", highlight=False, markup=False,
-                      soft_wrap=True)  # fmt: skip
-    except Exception as exc:
-        logger.debug("the ensemble build failed", exc_info=True)  # the traceback, with -v
-        console.print(
-            f"no ensemble: the build failed ({type(exc).__name__}: {exc}); {again}",
-            highlight=False, markup=False, soft_wrap=True,
-        )  # fmt: skip
-    return None
+    # (report written, parent run ended, claim released).
+    summary, why_not = build_or_owe(run)
+    if why_not:
+        console.print(why_not, highlight=False, markup=False, soft_wrap=True)
+    return summary
 
 
 def _report(run: StudyRun) -> Path | None:

@@ -43,6 +43,7 @@ class StudyStatus:
     storage: str = ""
     metrics: list[str] = field(default_factory=list)  # every objective's metric, in order
     pareto: bool = False  # several objectives: ``best`` is the Pareto front
+    ensemble_owed: str | None = None  # why the ensemble is still to build (MLflow was away)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for JSON."""
@@ -72,7 +73,7 @@ def study_status(run: StudyRun, top: int = 3) -> StudyStatus:
         interrupted=counts.interrupted, warm=counts.warm,
         diagnoses=dict(sorted(counts.diagnoses.items())), best=best,
         storage=run.paths.storage_url, metrics=[o.metric for o in run.spec.objectives],
-        pareto=pareto,
+        pareto=pareto, ensemble_owed=study.user_attrs.get(keys.ENSEMBLE_OWED) or None,
     )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from searchsvc.journal import Journal
 from tests.helpers import base_study, env_with_test_trainers
 from tests.servers import MlflowServer
 
@@ -27,7 +28,7 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 EPOCHS = 5
 
 
-def _study(tmp_path: Path, name: str, n_trials: int) -> Path:
+def _study(tmp_path: Path, name: str, n_trials: int, ensemble: bool = False) -> Path:
     spec = base_study(
         name=name, trainer="fault_trainers:slow_mlp", dataset="digits",
         objective={"metric": "val_accuracy", "mode": "max"},
@@ -38,7 +39,7 @@ def _study(tmp_path: Path, name: str, n_trials: int) -> Path:
         budget={"n_trials": n_trials, "max_epochs": EPOCHS, "max_concurrent_trials": 2},
         workdir=str(tmp_path / "w"),
     )  # fmt: skip
-    spec["ensemble"] = {"enabled": False}
+    spec["ensemble"] = {"enabled": ensemble, "size": 2, "candidates": 3}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -114,10 +115,12 @@ def _epochs(tmp_path: Path) -> int:
 
 
 def test_server_down_past_the_final_wait_leaves_the_journal_and_sync_finishes(tmp_path):
+    """The journal is left, the ensemble recorded as owed; `sync` writes the one and builds
+    and registers the other."""
     env = env_with_test_trainers(SLOW_EPOCH_S="0.3", SEARCHSVC_MLFLOW_WAIT_S="2",
                                  PYTHONWARNINGS="ignore")  # fmt: skip
     with MlflowServer(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts") as server:
-        path = _study(tmp_path, "past-the-wait", n_trials=3)
+        path = _study(tmp_path, "past-the-wait", n_trials=3, ensemble=True)
         run = [sys.executable, "-m", "searchsvc", "run", str(path), "--tracking-uri", server.url]
         driver = subprocess.Popen(run, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -135,19 +138,35 @@ def test_server_down_past_the_final_wait_leaves_the_journal_and_sync_finishes(tm
         )
         assert len(said) == 1 and re.fullmatch(expected, said[0]), said
         assert int(re.fullmatch(expected, said[0]).group(1)) > 0
-        assert optuna.load_study(study_name="past-the-wait", storage=storage).trials[-1].state \
-            in FINISHED  # fmt: skip
+        study = optuna.load_study(study_name="past-the-wait", storage=storage)
+        assert study.trials[-1].state in FINISHED
+        # The study's own end-of-search writes are journaled too, after the wait.
+        owed_line = (
+            r"no ensemble yet: ((\d+) MLflow update\(s\) still journaled); `searchsvc sync "
+            f"{path}` builds it when MLflow answers \\(so does the next run\\)"
+        )
+        owed = [m for m in map(lambda x: re.fullmatch(owed_line, x), stderr.splitlines()) if m]
+        assert len(owed) == 1, stderr[-3000:]
+        assert study.user_attrs["ensemble_owed"] == owed[0].group(1)
+        waiting = len(Journal(journal.parent).pending())
+        assert waiting > int(owed[0].group(2)) > 0  # the study's end came after
         server.start()
         sync = subprocess.run(
             [sys.executable, "-m", "searchsvc", "sync", str(path), "--tracking-uri", server.url],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert sync.returncode == 0, sync.stderr[-3000:]
-        assert re.fullmatch(
-            r"MLflow: wrote \d+ journaled update\(s\); checked 3 trial\(s\) since the last "
-            r"check, 0 with a problem \(tagged searchsvc.reconcile\)",
-            sync.stdout.splitlines()[-1],
+        lines = sync.stdout.splitlines()
+        assert lines[0] == (
+            f"MLflow: wrote {waiting} journaled update(s); checked 3 trial(s) since the last "
+            "check, 0 with a problem (tagged searchsvc.reconcile)"
         ), sync.stdout
+        assert lines[1] == "the ensemble the run owed:"
+        assert "ensemble model: models:/past-the-wait@champion" in lines
+        assert MlflowClient(server.url).get_model_version_by_alias("past-the-wait", "champion")
+        assert lines[-1] == f"report: {tmp_path / 'w' / 'report' / 'index.html'}"
+        assert optuna.load_study(study_name="past-the-wait", storage=storage).user_attrs[
+            "ensemble_owed"] is None  # fmt: skip
         assert not journal.parent.exists()
         _every_epoch_once_on_the_server(server.url, tmp_path, "past-the-wait")
         parent = MlflowClient(server.url).search_runs(

@@ -316,3 +316,22 @@ def test_serve_answers_like_the_python_api_and_refuses_in_one_line(served, finis
         assert _post(served, body.encode()) == (
             400, {"error_code": "BAD_REQUEST", "message": expected[case]},
         ), case  # fmt: skip
+
+
+def test_an_owed_ensemble_is_shown_by_status_and_built_by_the_next_run(finished):
+    study_file, first, _, _ = finished
+    study = optuna.load_study(study_name=STUDY["name"], storage=first.paths.storage_url)
+    study.set_user_attr("ensemble_owed", "tracking server unreachable: ConnectionError")
+    status = [sys.executable, "-m", "searchsvc", "status", str(study_file)]
+    owed = subprocess.run(status, capture_output=True, text=True, timeout=120)
+    assert owed.returncode == 0, owed.stderr
+    assert (
+        "ensemble owed: tracking server unreachable: ConnectionError "
+        f"(`searchsvc sync {study_file}` builds it)"
+    ) in owed.stdout.splitlines()
+    again = run_study(load_study(study_file), console=Console(quiet=True))  # no trial left to run
+    assert again.ensemble is not None
+    study = optuna.load_study(study_name=STUDY["name"], storage=first.paths.storage_url)
+    assert study.user_attrs["ensemble_owed"] is None
+    settled = subprocess.run(status, capture_output=True, text=True, timeout=120)
+    assert [line for line in settled.stdout.splitlines() if "owed" in line] == []
