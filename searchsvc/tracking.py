@@ -28,6 +28,7 @@ from searchsvc.errors import TrackingError, first_line
 from searchsvc.journal import Journal
 from searchsvc.redaction import scrub
 from searchsvc.run_handover import RunHandover
+from searchsvc.sqlite_stores import tune_sqlite_store
 from searchsvc.study.spec import StudySpec
 from searchsvc.tracking_ops import apply_record, batch, is_placeholder
 
@@ -52,6 +53,7 @@ class StudyTracker(RunHandover):
 
     def __init__(self, tracking_uri: str, *, artifact_location: str | None = None) -> None:
         self.tracking_uri = tracking_uri
+        tune_sqlite_store(tracking_uri)  # before MLflow's engine makes its first connection
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._artifact_location = artifact_location
         self.experiment_id = ""

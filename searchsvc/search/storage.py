@@ -112,6 +112,9 @@ def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
     exists", and tries again once the other has finished."""
     from sqlalchemy.exc import IntegrityError, OperationalError
 
+    from searchsvc.sqlite_stores import tune_sqlite_store
+
+    tune_sqlite_store(url)
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
