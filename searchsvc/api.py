@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from searchsvc.ensemble.members import load_members_dir
 from searchsvc.ensemble.predictor import Ensemble
-from searchsvc.errors import EnsembleError
+from searchsvc.errors import EnsembleError, first_line
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -164,7 +164,7 @@ def load_ensemble(
             artifact_uri=_artifact_uri(uri, tracking_uri), tracking_uri=tracking_uri
         )
     except Exception as exc:  # MLflow raises several types; one line naming the URI is enough
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         if study_file is not None and _is_missing_resource(exc):
             # Trials completed, but the ensemble step never registered a model.
             raise EnsembleError(

@@ -53,7 +53,8 @@ class StudyFailed(SearchsvcError):
     """A stage of a study run raised an unexpected error; the message names the stage."""
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of ``exc``'s message ('' for none): what a one-line error quotes."""
+def first_line(exc: BaseException | str) -> str:
+    """The first line of ``exc``'s message, or of a text ('' for none): what a one-line error
+    quotes."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from searchsvc.errors import first_line
+
 if TYPE_CHECKING:
     from searchsvc.search.claim import StudyClaim
 
@@ -40,6 +42,6 @@ def best_effort(what: str, step: Any) -> bool:
     try:
         step()
     except Exception as exc:
-        logger.warning("could not %s: %s", what, str(exc).splitlines()[0] if str(exc) else exc)
+        logger.warning("could not %s: %s", what, first_line(exc) or type(exc).__name__)
         return False
     return True

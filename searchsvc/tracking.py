@@ -327,15 +327,9 @@ class StudyTracker(RunHandover):
         self.write({"op": "terminate", "run": run_id, "status": status}, f"{name} of a trial")
 
     def trial_run_records(self) -> dict[int, Run]:
-        """Trial number -> child run, for every trial of this study in MLflow (the latest run
-        of a number wins: runs come oldest first)."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}'",
-            max_results=50000,
-            order_by=["attributes.start_time ASC"],
-        )
-        return {int(r.data.tags[keys.TAG_TRIAL]): r for r in runs if keys.TAG_TRIAL in r.data.tags}
+        """Trial number -> child run, for every trial of this study in MLflow (the newest run
+        of a number wins)."""
+        return self.newest_trial_runs(50000)
 
     def newest_trial_runs(self, limit: int) -> dict[int, Run]:
         """Trial number -> child run, from the ``limit`` newest trial runs (the newest run of

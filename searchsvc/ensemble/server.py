@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from searchsvc.ensemble.predictor import Ensemble
-from searchsvc.errors import EnsembleError
+from searchsvc.errors import EnsembleError, first_line
 
 __all__ = ["create_app", "serve"]
 
@@ -48,8 +48,7 @@ class RequestRefused(Exception):
 
 
 def _refusal(status: int, message: str) -> JSONResponse:
-    lines = message.strip().splitlines()
-    line = lines[0] if lines else "the request was refused"
+    line = first_line(message) or "the request was refused"
     if len(line) > _MAX_MESSAGE:
         line = line[: _MAX_MESSAGE - 3] + "..."
     return JSONResponse({"error_code": "BAD_REQUEST", "message": line}, status_code=status)
