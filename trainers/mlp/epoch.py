@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from searchsvc.trainer import Dataset
 from trainers.mlp.diagnostics import GradNormMeter
 from trainers.mlp.layers import MLP
-from trainers.mlp.optim import apply_max_norm, l1_penalty
+from trainers.mlp.optim import apply_max_norm, l1_penalty, step_function
 from trainers.mlp.params import MLPParams
 
 __all__ = [
+    "EVAL_BATCH",
     "TRAIN_EVAL_SAMPLES",
     "Tensors",
     "batch_loss",
@@ -29,7 +30,7 @@ __all__ = [
     "train_eval_subset",
 ]
 
-_EVAL_BATCH = 8192
+EVAL_BATCH = 8192  # samples per forward pass of evaluate (no gradients, so memory is cheap)
 
 
 _FINITE_CHECK_EVERY = 50  # batches between divergence checks (each one is a host sync)
@@ -86,31 +87,34 @@ def train_epoch(
     perm = torch.randperm(n, generator=shuffle).to(dev)
     hidden = model.hidden_linears()
     params = list(model.parameters())
+    step = step_function(optimizer)
     loss_sum = torch.zeros((), device=dev)
     seen = 0
-    bs = p.batch_size
     model.train()
-    for step, start in enumerate(range(0, n, bs)):
-        idx = perm[start : start + bs]
+    # Per batch only what the step needs: the gather, the forward and backward, the update.
+    # Gradients are dropped by hand (``zero_grad(set_to_none=True)`` does the same behind a
+    # profiler context) and the loss is summed without a no_grad block (``ce.detach()``
+    # records nothing); these and the direct optimiser step keep the numbers bit for bit.
+    for i, idx in enumerate(perm.split(p.batch_size)):
         nb = len(idx)
         if nb == 1 and p.norm == "batch":
             break  # batch norm cannot train on a single sample; skip the lone last one
         xb = t.x_train.index_select(0, idx)
         yb = t.y_train.index_select(0, idx)
         loss, ce, _ = batch_loss(model, xb, yb, p.l1)
-        optimizer.zero_grad(set_to_none=True)
+        for q in params:
+            q.grad = None
         loss.backward()
         if grad_meter is not None:
             grad_meter.update()
         if p.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, p.clip_norm)
-        optimizer.step()
+        step()
         if p.max_norm > 0:
             apply_max_norm(hidden, p.max_norm)
-        with torch.no_grad():
-            loss_sum.add_(ce.detach(), alpha=nb)
+        loss_sum.add_(ce.detach(), alpha=nb)
         seen += nb
-        if (step + 1) % _FINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(loss_sum)):
+        if (i + 1) % _FINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(loss_sum)):
             break  # diverged: no point finishing the epoch
     return loss_sum.item() / seen
 
@@ -151,9 +155,9 @@ def evaluate(model: MLP, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float
     hits = torch.zeros((), dtype=torch.int64, device=x.device)
     try:
         with torch.inference_mode():
-            for start in range(0, len(x), _EVAL_BATCH):
-                logits = model(x[start : start + _EVAL_BATCH])
-                yb = y[start : start + _EVAL_BATCH]
+            for start in range(0, len(x), EVAL_BATCH):
+                logits = model(x[start : start + EVAL_BATCH])
+                yb = y[start : start + EVAL_BATCH]
                 loss_sum += F.cross_entropy(logits, yb, reduction="sum")
                 hits += (logits.argmax(dim=1) == yb).sum()
     finally:
