@@ -17,14 +17,19 @@ so a Python caller's own SQLite databases in the same process are left as they a
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
+import time
 from typing import Any
 
 __all__ = ["tune_sqlite_store"]
 
+logger = logging.getLogger(__name__)
+
 _SQLITE = "sqlite:///"
+_WAL_WAIT_S = 10.0
 _files: set[str] = set()
 _lock = threading.Lock()
 _installed = False
@@ -53,5 +58,21 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     row = dbapi_connection.execute("PRAGMA database_list").fetchone()
     if row is None or not row[2] or os.path.realpath(row[2]) not in _files:
         return
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")  # kept in the file once set
+    _set_wal(dbapi_connection)
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")  # per connection
+
+
+def _set_wal(connection: sqlite3.Connection) -> None:
+    """WAL mode, kept in the file once set. Switching needs the file to itself: while another
+    process creates the schema of a new store it is busy, so try again for a while, then
+    leave the mode as it is (a slower store, never a failed connection)."""
+    deadline = time.monotonic() + _WAL_WAIT_S
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:  # "database is locked"
+            if time.monotonic() >= deadline:
+                logger.debug("SQLite store left in its journal mode: %s", exc)
+                return
+            time.sleep(0.05)

@@ -198,6 +198,15 @@ def run_trainer(
             number, trainer.name, resume.state.get("epoch", "?"),
         )  # fmt: skip
         resume = None
+    if resume is not None and resume.epoch >= max_epochs:
+        # A driver killed after the trial's last epoch but before Optuna heard of it: there is
+        # no epoch left to continue, and a trial that reports nothing cannot be told. Start
+        # again; the searcher records the trial as a restart (its own values and MLflow run).
+        logger.warning(
+            "trial %d: its checkpoint is after the last epoch (%d of %d), so there is nothing "
+            "to continue; starting it again from epoch 1", number, resume.epoch, max_epochs,
+        )  # fmt: skip
+        resume = None
     options = FitOptions(
         max_epochs=max_epochs, seed=seed, device=device,
         resume_from=resume.state if resume is not None else None,

@@ -103,7 +103,7 @@ def test_the_ui_lists_the_parent_run_with_its_child_runs(study, ui):
             parent = page.get_by_role("row").filter(has_text="ui-tiny")
             parent.first.wait_for(timeout=60_000)
             # The runs view of the model-training side (the GenAI side titles it "Training runs").
-            assert page.get_by_role("heading", name="Runs", exact=True).is_visible()
+            page.get_by_role("heading", name="Runs", exact=True).wait_for(timeout=30_000)
             parent.first.locator("button[data-component-id*='runnamecellrenderer']").click()
             for child in CHILDREN:
                 page.get_by_text(child, exact=True).first.wait_for(timeout=30_000)

@@ -152,6 +152,21 @@ def test_resume_from_is_passed_only_when_there_is_a_checkpoint(
     assert resumed["options"].resume_from is state
 
 
+def test_a_checkpoint_after_the_last_epoch_starts_the_trial_again_with_a_warning(
+    synthetic: Dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spy = SpyTrainer()
+    sent = Sent(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="searchsvc.execution.trainable"):
+        run(spy, synthetic, sent, resume=Resume({"epoch": 3}, 3, None, epoch=3))
+    assert caplog.messages == [
+        "trial 7: its checkpoint is after the last epoch (3 of 3), so there is nothing to "
+        "continue; starting it again from epoch 1"
+    ]
+    assert spy.calls[0]["options"].resume_from is None
+    assert sent.results[0][0][RESUMED_AFTER] == 0  # the searcher then records a restart
+
+
 def test_mlp_trial_resumes_from_the_checkpoint_folder_the_runner_wrote(
     synthetic: Dataset, tmp_path: Path
 ) -> None:
