@@ -56,6 +56,7 @@ def study_status(run: StudyRun, top: int = 3) -> StudyStatus:
     Raises:
         StudyNotRunError: the study has not run yet.
     """
+    from searchsvc.ensemble.owed import ensemble_owed
     from searchsvc.search.storage import count_trials, top_trials
 
     study = run.study if run.study is not None else run.open_existing()
@@ -73,7 +74,7 @@ def study_status(run: StudyRun, top: int = 3) -> StudyStatus:
         interrupted=counts.interrupted, warm=counts.warm,
         diagnoses=dict(sorted(counts.diagnoses.items())), best=best,
         storage=run.paths.storage_url, metrics=[o.metric for o in run.spec.objectives],
-        pareto=pareto, ensemble_owed=study.user_attrs.get(keys.ENSEMBLE_OWED) or None,
+        pareto=pareto, ensemble_owed=ensemble_owed(study),
     )  # fmt: skip
 
 
