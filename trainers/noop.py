@@ -2,12 +2,15 @@
 
 It measures the service's own overhead per trial (``bench/overhead.py``) and drives fast tests
 of the search machinery. Its "validation loss" is a smooth function of ``lr`` (best near 1e-2)
-and of any other float params, so samplers have something to find.
+and of any other float params, so samplers have something to find. The param ``epoch_sleep_s``
+(0 by default) makes each epoch take that long, as a stand-in for training when measuring how
+many trials run at once (``bench/driver_scale.py``).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -42,9 +45,12 @@ class NoopTrainer(BaseTrainer):
         base = (math.log10(lr) + 2.0) ** 2 + sum(
             float(v) ** 2 for k, v in params.items() if k.startswith("x") and isinstance(v, float)
         )
+        sleep_s = float(params.get("epoch_sleep_s", 0.0))
         resume_from = options.resume_from
         start = int(resume_from["epoch"]) if resume_from else 0
         for epoch in range(start + 1, options.max_epochs + 1):
+            if sleep_s > 0:
+                time.sleep(sleep_s)
             val_loss = base + 1.0 / epoch
             metrics = {
                 "train_loss": val_loss * 0.9,

@@ -62,6 +62,7 @@ class ProgressCallback(Callback):
         self._counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
         self._running: dict[str, _Running] = {}
         self._paused: set[str] = set()  # HyperBand's paused trials: started, not running now
+        self._started_trials: dict[str, Any] = {}  # trial id -> Tune's trial, until it ends
         self._live: Live | None = None
         self._searched = {k for k, p in spec.search_space.items() if not isinstance(p, FixedParam)}
 
@@ -81,6 +82,7 @@ class ProgressCallback(Callback):
         # The searched params only: the file's constants are the same in every row.
         searched = {k: v for k, v in params_of(trial.config).items() if k in self._searched}
         self._running[trial.trial_id] = _Running(number, searched)
+        self._started_trials[trial.trial_id] = trial
         self._refresh(now=True)
 
     def on_trial_result(
@@ -100,7 +102,8 @@ class ProgressCallback(Callback):
         self._refresh(now=True)  # every epoch is seen, however fast the trials are
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self._paused = {t.trial_id for t in trials if t.status == "PAUSED"}
+        # The started trials only, not Tune's list of every trial: O(running) per step.
+        self._paused = {i for i, t in self._started_trials.items() if t.status == "PAUSED"}
         self._refresh(now=False)  # the clock moves; the next automatic refresh shows it
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -119,6 +122,7 @@ class ProgressCallback(Callback):
 
     def _count(self, trial: Any) -> None:
         self._running.pop(trial.trial_id, None)
+        self._started_trials.pop(trial.trial_id, None)
         outcome = self._searcher.outcomes.get(trial.trial_id)
         state = outcome.state if outcome else TrialState.FAIL
         self._counts[state] += 1

@@ -38,7 +38,9 @@ _RAY_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard files per trial
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "TUNE_MAX_PENDING_TRIALS_PG": "1",
+    # TUNE_MAX_PENDING_TRIALS_PG is left to Tune: "auto" lets max_concurrent_trials trials
+    # wait for a worker at once. Pinned to 1, a finished trial's slot stayed empty until the
+    # next trial had its worker: 5.5 of 8 sleeping trials ran at once instead of 7.8.
     "RAY_CHDIR_TO_TRIAL_DIR": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_V2_ENABLED": "0",
@@ -268,7 +270,9 @@ def _tuner(
             callbacks=[tracking, progress],
             stop=BudgetStopper(budget),
             failure_config=tune.FailureConfig(max_failures=spec.budget.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Every checkpoint kept by Tune; the tracking callback deletes each one a newer
+            # one replaces (num_to_keep would force an experiment snapshot per checkpoint).
+            checkpoint_config=tune.CheckpointConfig(),
         ),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 
+from searchsvc.search.bounded_tpe import BoundedHistoryTPESampler
 from searchsvc.study.options import (
     CmaEsSamplerSpec,
     GPSamplerSpec,
@@ -37,14 +38,17 @@ def build_sampler(spec: StudySpec, *, seed: int) -> optuna.samplers.BaseSampler:
     match options:
         case TPESamplerSpec():
             multi = len(spec.objectives) > 1
-            return optuna.samplers.TPESampler(
-                n_startup_trials=options.n_startup_trials,
-                multivariate=options.multivariate,
+            tpe = {
+                "n_startup_trials": options.n_startup_trials,
+                "multivariate": options.multivariate,
                 # group needs multivariate; it keeps conditional params in their own groups.
-                group=options.group and options.multivariate and not multi,
-                constant_liar=options.constant_liar,
-                seed=seed,
-            )
+                "group": options.group and options.multivariate and not multi,
+                "constant_liar": options.constant_liar,
+                "seed": seed,
+            }
+            if options.max_history is not None:
+                return BoundedHistoryTPESampler(max_history=options.max_history, **tpe)
+            return optuna.samplers.TPESampler(**tpe)
         case RandomSamplerSpec():
             return optuna.samplers.RandomSampler(seed=seed)
         case GPSamplerSpec():

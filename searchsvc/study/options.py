@@ -37,6 +37,12 @@ class TPESamplerSpec(_Strict):
     multivariate: bool = True
     group: bool = True
     constant_liar: bool = True
+    max_history: int | None = Field(
+        None,
+        ge=100,
+        description="off by default: model the 25 best completed trials and only the most "
+        "recent max_history others, so each ask costs the same at any study size (one objective)",
+    )
 
 
 class RandomSamplerSpec(_Strict):

@@ -310,6 +310,9 @@ class StudySpec(_Strict):
             raise ValueError(
                 "sampler nsga2 is multi-objective: give objective a list of two or more"
             )
+        if getattr(self.sampler, "max_history", None) and len(self.objectives) > 1:
+            raise ValueError("sampler -> max_history: only for one objective (TPE's best "
+                             "trials are kept by value)")  # fmt: skip
         if self.sampler.name == "grid":
             for key, param in self.search_space.items():
                 if not isinstance(param, CategoricalParam | FixedParam):

@@ -146,3 +146,19 @@ def test_a_trainer_without_weights_gets_no_weights_attribute(wired) -> None:
     (done,) = searcher._study.trials
     assert done.state == optuna.trial.TrialState.COMPLETE
     assert keys.WEIGHTS not in done.user_attrs
+
+
+def test_a_newer_checkpoint_replaces_the_trials_previous_one_on_disk(wired, tmp_path: Path):
+    _, searcher, _, tracking, _, _ = wired
+    trial = _trial(searcher, "t1")
+    tracking.on_trial_start(iteration=0, trials=[trial], trial=trial)
+    folders = [tmp_path / f"checkpoint_00000{epoch}" for epoch in (1, 2, 3)]
+    for epoch, folder in enumerate(folders, start=1):
+        folder.mkdir()
+        (folder / "state.pt").write_bytes(b"x")
+        searcher.on_trial_result("t1", _result(epoch, 1.0 / epoch))
+        checkpoint = Checkpoint.from_directory(str(folder))
+        tracking.on_checkpoint(iteration=epoch, trials=[trial], trial=trial, checkpoint=checkpoint)
+    assert [f.exists() for f in folders] == [False, False, True]
+    record = searcher._study.trials[0].user_attrs[keys.CHECKPOINT]
+    assert (record["path"], record["epoch"]) == (str(folders[-1]), 3)
