@@ -5,7 +5,8 @@ It runs inside the driver's process (the study is run with ``searchsvc.api.run``
 
 - SQL statements and transactions on each SQLAlchemy engine, keyed by its database (Optuna's
   store, MLflow's embedded store): each statement is a round trip to a database server;
-- HTTP requests to an MLflow tracking server (MLflow's ``http_request``, one per request);
+- HTTP requests to an MLflow tracking server (MLflow's ``http_request``, one per request) and
+  the milliseconds the driver waits for their answers;
 - calls of ``MlflowClient``'s public methods: the tracking API calls the driver makes.
 
 After every ``Study.tell`` it takes a snapshot, so the counts can be cut per window of
@@ -81,7 +82,11 @@ class Probe:
         @functools.wraps(original)
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.counts["mlflow_http_requests"] += 1
-            return original(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:  # the driver waits this long for the server: in whole milliseconds
+                self.counts["mlflow_http_wait_ms"] += round(1000 * (time.perf_counter() - started))
 
         rest_utils.http_request = counted
 

@@ -284,14 +284,20 @@ class StudyTracker(RunHandover):
     def set_trial_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.write(batch(run_id, tags={k: _short(v) for k, v in tags.items()}), "tags")
 
-    def log_epoch(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    def log_epoch(
+        self, run_id: str, metrics: Mapping[str, float], step: int,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Log one epoch's finite numeric metrics at ``step`` (and ``tags``, in the same
+        request)."""
         now = _now_ms()
         rows = [
             (k, float(v), now, step)
             for k, v in metrics.items()
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         ]
-        self.write(batch(run_id, metrics=rows), f"epoch {step} metrics")
+        tags = {k: _short(v) for k, v in (tags or {}).items()}
+        self.write(batch(run_id, metrics=rows, tags=tags), f"epoch {step} metrics")
 
     def log_files(self, run_id: str, folder: Path, artifact_path: str) -> str:
         """Upload ``folder`` under ``artifact_path``; how it went (see ``write``)."""

@@ -106,17 +106,20 @@ class TrackingCallback(Callback):
             )
             self._runs[trial.trial_id] = run_id
             self._logged_through[trial.trial_id] = 0
+        tags: dict[str, str] = {}
         if trial.trial_id not in self._node_tagged and result.get("node_ip"):
             self._node_tagged.add(trial.trial_id)
             node = {k: result.get(k) for k in ("node_ip", "hostname", "node_id")}
             tags = {keys.trial_tag(k): str(v) for k, v in node.items() if v is not None}
-            self._tracker.set_trial_tags(run_id, tags)
         step = int(result.get("epoch", iteration))
         if step <= self._logged_through.get(trial.trial_id, 0):
-            return  # already in the run: deterministic training gives it again as it was
+            if tags:  # the epoch is in the run already (deterministic training gives it again)
+                self._tracker.set_trial_tags(run_id, tags)
+            return
         self._logged_through[trial.trial_id] = step
         metrics = {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS}
-        self._tracker.log_epoch(run_id, metrics, step=step)
+        # The node's tags ride with the first epoch's metrics: one MLflow request, not two.
+        self._tracker.log_epoch(run_id, metrics, step=step, tags=tags)
 
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any

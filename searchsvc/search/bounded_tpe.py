@@ -38,8 +38,8 @@ def bounded_history(trials: list[FrozenTrial], keep: int, *, maximize: bool) -> 
     pick = heapq.nlargest if maximize else heapq.nsmallest
     best = {t.number for t in pick(GOOD, complete, key=lambda t: t.value)}
     others = [t for t in finished if t.number not in best]
-    recent = {t.number for t in others[-keep:]}
-    return [t for t in trials if not t.state.is_finished() or t.number in best | recent]
+    kept = best | {t.number for t in others[-keep:]}
+    return [t for t in trials if t.number in kept or not t.state.is_finished()]
 
 
 class _BoundedStudy:
