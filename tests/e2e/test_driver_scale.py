@@ -44,9 +44,7 @@ def test_a_few_hundred_trials_lose_nothing_and_cost_no_more_round_trips_at_the_e
     first, last = figures["windows"][0], figures["windows"][-1]
     assert (first["trials"], last["trials"]) == ("0-99", "200-299")
     counts = first["round_trips_per_trial"]
-    assert {"optuna_sql_statements", "mlflow_sql_statements", "mlflow_client_calls"} <= set(
-        counts
-    )
+    assert {"optuna_sql_statements", "mlflow_sql_statements", "mlflow_client_calls"} <= set(counts)
     grown = {
         key: (value, last["round_trips_per_trial"][key])
         for key, value in counts.items()
