@@ -40,7 +40,10 @@ _RAY_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     # TUNE_MAX_PENDING_TRIALS_PG is left to Tune: "auto" lets max_concurrent_trials trials
     # wait for a worker at once. Pinned to 1, a finished trial's slot stayed empty until the
-    # next trial had its worker: 5.5 of 8 sleeping trials ran at once instead of 7.8.
+    # next trial had its worker: 5.5 of 8 sleeping trials between their start and end in
+    # Optuna instead of 7.8 (6.9 inside an epoch). Known cost: with max_concurrent_trials above
+    # what the cluster can run, trials asked and still waiting when the time budget runs out
+    # start afterwards and run one epoch each (one such trial before).
     "RAY_CHDIR_TO_TRIAL_DIR": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_V2_ENABLED": "0",

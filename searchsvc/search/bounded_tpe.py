@@ -6,13 +6,18 @@ study; in a 2,000-trial study of instant trials the driver's time per trial grew
 trials 100-199 to 1,800-1,899, all of it in the sampler. Bounded, TPE sees:
 
 - every RUNNING trial (the constant liar's), and
-- the 25 best COMPLETE trials by value: TPE's own "good" set is at most the best 25
-  (``default_gamma``), so it is the same as with the whole history, and
+- the 25 best COMPLETE trials by value, and
 - the ``max_history`` most recent other finished trials, for the "bad" density, which TPE's
   default weights already tilt towards the recent ones.
 
-Off by default: with it, the bad density forgets old trials, which changes what is sampled.
-One objective only (the spec refuses it with several: "best" is by value).
+What it changes (so it is off by default): the bad density forgets old trials. TPE sizes its
+"good" set from the trials it sees (``default_gamma``: ceil(0.1 n), at most 25), so it is the
+same 25 best as with the whole history only from ``max_history`` 225 on; below, it is the best
+ceil(0.1 (max_history + 25)) (13 with 100). With fewer than 25 COMPLETE trials TPE fills its
+good set with the best PRUNED ones, and only recent PRUNED trials are kept. ``n_startup_trials``
+above ``max_history`` + 25 would keep sampling at random. What it bounds is TPE's modelling;
+Optuna still reads every trial (the constant liar reads them uncached) and this filter is one
+pass over them. One objective only (the spec refuses it with several: "best" is by value).
 """
 
 from __future__ import annotations

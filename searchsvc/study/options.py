@@ -40,8 +40,8 @@ class TPESamplerSpec(_Strict):
     max_history: int | None = Field(
         None,
         ge=100,
-        description="off by default: model the 25 best completed trials and only the most "
-        "recent max_history others, so each ask costs the same at any study size (one objective)",
+        description="off by default: TPE models the running trials, the 25 best completed and "
+        "the max_history most recent others, so its modelling stops growing (one objective)",
     )
 
 
