@@ -126,33 +126,36 @@ def windows(trials: list[Any], probe: Probe) -> list[tuple[str, float, float, di
     return rows
 
 
-def running_at_once(trials: list[Any]) -> float:
-    """Time-weighted mean of trials between start and end in Optuna, first start to last end."""
+def _spans(trials: list[Any]) -> tuple[list[tuple[float, float]], float]:
+    """Each finished trial's (start, end) in Optuna storage, and the time from the first start
+    to the last end."""
     spans = [(t.datetime_start.timestamp(), t.datetime_complete.timestamp())
              for t in trials if t.datetime_start and t.datetime_complete]  # fmt: skip
     if not spans:
-        return 0.0
-    begin, end = min(s for s, _ in spans), max(e for _, e in spans)
-    return sum(e - s for s, e in spans) / (end - begin)
+        return [], 0.0
+    return spans, max(e for _, e in spans) - min(s for s, _ in spans)
+
+
+def running_at_once(trials: list[Any]) -> float:
+    """Time-weighted mean of trials between start and end in Optuna, first start to last end."""
+    spans, span = _spans(trials)
+    return sum(e - s for s, e in spans) / span if span else 0.0
 
 
 def sleeping_at_once(trials: list[Any], sleep_s: float) -> float:
     """Mean number of trials inside an epoch's sleep, from the first start to the last end: the
     stricter count (a trial waiting for its worker, or for the driver, is not counted)."""
-    spans = [(t.datetime_start.timestamp(), t.datetime_complete.timestamp())
-             for t in trials if t.datetime_start and t.datetime_complete]  # fmt: skip
-    begin, end = min(s for s, _ in spans), max(e for _, e in spans)
+    _, span = _spans(trials)
     epochs = sum(len(t.intermediate_values) for t in trials)
-    return epochs * sleep_s / (end - begin)
+    return epochs * sleep_s / span if span else 0.0
 
 
-def accounted(result: Any) -> tuple[str, bool]:
-    """Exact counts by state in Optuna and among MLflow's child runs, and whether they agree."""
-    import optuna
+def accounted(result: Any, trials: list[Any]) -> tuple[str, bool]:
+    """Exact counts by state in Optuna (``trials``, read back from its storage) and among
+    MLflow's child runs, and whether they agree."""
     from mlflow.tracking import MlflowClient
 
-    study = optuna.load_study(study_name=result.name, storage=result.paths.storage_url)
-    states = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    states = Counter(t.state.name for t in trials)
     client = MlflowClient(result.paths.tracking_uri)
     runs, token = [], None
     while True:
@@ -194,19 +197,20 @@ def report(args: argparse.Namespace, result: Any, wall: float, returned: float,
         print(f"flatness: slowest window {worst[0]} {worst[1]:.3f} s per trial = "
               f"{worst[1] / reference:.2f}x trials 100-199 ({reference:.3f} s) "
               f"(target <= {TARGET_FLATNESS}x) {verdict}")  # fmt: skip
+    running = running_at_once(trials)
     print(f"running at once (time-weighted, Optuna start to end): "
-          f"{running_at_once(trials):.2f} of {args.concurrency} allowed")  # fmt: skip
+          f"{running:.2f} of {args.concurrency} allowed")  # fmt: skip
     if args.sleep:
         print(f"sleeping at once (epochs reported x {args.sleep} s over the same span): "
               f"{sleeping_at_once(trials, args.sleep):.2f}")  # fmt: skip
     if probe.snapshots:
         print(f"end of the run (last tell to the API call returning): "
               f"{returned - probe.snapshots[-1].wall:.1f} s")  # fmt: skip
-    text, agree = accounted(result)
+    text, agree = accounted(result, trials)
     print(f"accounted for: {text}: {'they agree' if agree else 'THEY DISAGREE'}")
     return {
         "trials": len(trials), "wall_s": wall, "agree": agree, "accounted": text,
-        "running_at_once": running_at_once(trials),
+        "running_at_once": running,
         "windows": [{"trials": label, "s_per_trial": interval, "driver_cpu_s_per_trial": cpu,
                      "round_trips_per_trial": counts} for label, interval, cpu, counts in rows],
     }  # fmt: skip
