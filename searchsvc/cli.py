@@ -293,15 +293,21 @@ def _print_ensemble(ensemble: Any) -> None:  # an EnsembleSummary (imported lazi
     table = Table(title="test split (reported, never used to choose)")
     for column in ("model", "accuracy", "NLL", "ECE"):
         table.add_column(column, justify="right" if column != "model" else "left")
+    refit = " (refit)" if ensemble.refit else ""
     for label, scores in (
-        ("best single trial", ensemble.best_single),
-        ("ensemble", ensemble.ensemble),
+        (f"best single trial{refit}", ensemble.best_single),
+        (f"ensemble{refit}", ensemble.ensemble),
+        ("best single trial (as searched)", ensemble.pre_refit_best_single),
+        ("ensemble (as searched)", ensemble.pre_refit_ensemble),
     ):
         if scores is not None:
             table.add_row(
                 label, f"{scores.accuracy:.4f}", f"{scores.nll:.4f}", f"{scores.ece:.4f}"
             )
     out.print(table)
+    if ensemble.refit_failed:
+        out.print(f"refit failed ({ensemble.refit_failed}): the members as searched are "
+                  "registered", markup=False)  # fmt: skip
     for skipped in ensemble.skipped:
         out.print(f"skipped trial {skipped.trial}: {skipped.reason}", markup=False)
     if ensemble.registered == "best_single":
@@ -316,6 +322,8 @@ def _print_ensemble(ensemble: Any) -> None:  # an EnsembleSummary (imported lazi
             f"{ensemble.val_nll:.4f}, {margin:.4f} below the best single trial's "
             f"{ensemble.best_single_val_nll:.4f}"
         )
+    if ensemble.refit:
+        verdict += "; chosen before the refit, then refit on training + validation data"
     out.print(f"registered: {verdict}", highlight=False)
     if ensemble.model_uri:
         out.print(f"ensemble model: {ensemble.model_uri}", highlight=False)

@@ -25,7 +25,10 @@ __all__ = [
     "START_POINTS",
     "TAG_PARENT",
     "TAG_REASON",
+    "TAG_RESEED",
     "TAG_RESUMED_FROM",
+    "TAG_RETRAIN",
+    "TAG_RETRAIN_OF",
     "TAG_EXPERIMENT_KIND",
     "EXPERIMENT_KIND_TRAINING",
     "TAG_JOURNAL_REF",
@@ -112,6 +115,10 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RECONCILE = "searchsvc.reconcile"  # what reconciliation found wrong with the run
 TAG_JOURNAL_REF = "searchsvc.journal_ref"  # a trial run's placeholder, found again after a crash
 TAG_VAL_NLL = "val_nll"  # on a registered ensemble's model version
+# A retrained configuration's run (not a trial's: it has no trial number tag).
+TAG_RETRAIN = "searchsvc.retrain"  # "reseed" or "refit"
+TAG_RETRAIN_OF = "searchsvc.retrain_of"  # the trial whose params it retrained
+TAG_RESEED = "searchsvc.reseed"  # a reseed's number (1, 2, ...) for that trial
 # MLflow 3's UI opens an experiment on the page its kind names; with no kind it guesses, and an
 # experiment with no traces gets the GenAI "Overview" page rather than the training runs.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +36,7 @@ from searchsvc.study.spec import StudySpec
 if TYPE_CHECKING:
     import optuna
 
+    from searchsvc.retraining import RetrainJob, RetrainResult
     from searchsvc.search.claim import StudyClaim
     from searchsvc.study.loader import Study
     from searchsvc.tracking import StudyTracker
@@ -97,6 +98,7 @@ class StudyRun:
     settings: Settings = field(default_factory=Settings)
     stage: str = "starting"
     claim: StudyClaim | None = None  # this command's hold on the study (one driver)
+    ray_address: str | None = None  # the cluster named by --address (checked by preflight)
     ray_session: str | None = None  # the session folder of the local Ray this run started
     owns_parent: bool = False  # this command set the parent run RUNNING, so it ends it
     trainer_instance: Trainer | None = field(default=None, repr=False)
@@ -161,6 +163,7 @@ class StudyRun:
         )
         problems = [f"{self.where}: {p}" for p in (data, warm_start_problem(self.spec)) if p]
         origin = "--address" if address else "RAY_ADDRESS"
+        self.ray_address = address or self.ray_address
         ray = ray_address_problem(address or self.settings.ray_address, origin)
         problems += [p for p in (ray, tracking_server_problem(self.paths.tracking_uri)) if p]
         if problems:
@@ -187,6 +190,15 @@ class StudyRun:
 
             self.trainer_instance = resolve_trainer(self.spec.trainer, self.search_path)
         return self.trainer_instance
+
+    def retrain(
+        self, jobs: Sequence[RetrainJob], data: Dataset, *, deadline: float | None,
+        on_result: Callable[[RetrainResult], None],
+    ) -> list[RetrainResult]:  # fmt: skip
+        """Reseeds or refits on this run's Ray (see ``searchsvc.execution.retrain``)."""
+        from searchsvc.execution.retrain import run_on_ray
+
+        return run_on_ray(self, jobs, data, deadline=deadline, on_result=on_result)
 
     def enter(self, stage: str) -> None:
         """Say what the command does next (named if it stops there)."""

@@ -266,16 +266,27 @@ class StudyTracker(RunHandover):
     def create_trial_run(
         self, number: int, params: Mapping[str, Any], tags: Mapping[str, str], *, what: str
     ) -> str:
-        """Write the creation of a child run for trial ``number`` (under the parent run), now
-        the trial's run; returns its placeholder id, which later writes resolve once MLflow
-        has made it."""
+        """Write the creation of trial ``number``'s child run, now the trial's run; returns
+        its placeholder id (see ``create_child_run``)."""
+        run_tags = {keys.TAG_TRIAL: str(number), **tags}
+        return self.create_child_run(
+            f"trial-{number:04d}", params, run_tags, what=what, number=number
+        )
+
+    def create_child_run(
+        self, name: str, params: Mapping[str, Any], tags: Mapping[str, str], *, what: str,
+        number: int = -1,
+    ) -> str:  # fmt: skip
+        """Write the creation of a child run of the parent run (a trial's, or with ``number``
+        -1 a reseed's or a refit's); returns its placeholder id, which later writes resolve
+        once MLflow has made it."""
         # A placeholder until MLflow creates the run (now, or after an outage, in any process).
-        placeholder = f"pending-trial-{number}-{uuid.uuid4().hex[:12]}"
-        self._trial_runs[number] = placeholder  # before the write, which may resolve it
-        run_tags = {keys.TAG_PARENT: self.parent_run_id, keys.TAG_TRIAL: str(number), **tags}
+        placeholder = f"pending-{name}-{uuid.uuid4().hex[:12]}"
+        if number >= 0:
+            self._trial_runs[number] = placeholder  # before the write, which may resolve it
         record = {
-            "op": "create_trial_run", "ref": placeholder, "number": number,
-            "name": f"trial-{number:04d}", "tags": run_tags,
+            "op": "create_trial_run", "ref": placeholder, "number": number, "name": name,
+            "tags": {keys.TAG_PARENT: self.parent_run_id, **tags},
             "params": {k: _short(v) for k, v in params.items()},
         }  # fmt: skip
         self.write(record, what)

@@ -82,6 +82,12 @@ The contract, one channel for each thing:
   checkpoint (a retried worker, a paused trial, a trial a dead driver left unfinished), and
   goes on from the epoch after it. A ``training_state`` is plain data (tensors, numbers,
   strings, lists, dicts): it must load with ``torch.load(..., weights_only=True)``.
+- **Refit**: a trainer that sets ``supports_refit = True`` can be retrained on training +
+  validation data after the search (``ensemble: {refit: true}``). It is then given
+  ``options.refit = True`` and data whose training split holds the validation split too:
+  there is nothing left to choose on, so it trains on with no early stopping of its own and
+  puts the network's current state in every report's ``best_state``. The service stops it
+  (``TrialStopped``) after the member's best epoch count.
 - ``objective_metrics``: the metrics a study may optimise; each is reported every epoch
   (checked before the study starts). Reports may carry any other metrics too.
 - ``check_params(params)`` raises ``ValueError`` naming an unknown key or a bad value, so
@@ -171,12 +177,16 @@ class FitOptions:
         device: ``"cpu"`` or a CUDA device such as ``"cuda:0"``.
         resume_from: the ``training_state`` of the epoch to continue after, given only to a
             trainer with ``supports_resume`` when the trial continues from a checkpoint.
+        refit: a refit (given only to a trainer with ``supports_refit``): the training split
+            holds the validation split too, so no early stopping on it, and every report's
+            ``best_state`` is the network's current state.
     """
 
     max_epochs: int
     seed: int
     device: str = "cpu"
     resume_from: Mapping[str, Any] | None = None
+    refit: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,12 +275,15 @@ class BaseTrainer:
             continued from a checkpoint starts again from epoch 1).
         has_weights: the reports carry ``best_state`` (default True; False for a trainer
             that trains nothing, whose trials cannot be ensemble members).
+        supports_refit: ``fit`` honours ``options.refit`` (default False: a study with
+            ``ensemble: {refit: true}`` is refused at validation).
     """
 
     name: ClassVar[str]
     objective_metrics: ClassVar[frozenset[str]]
     supports_resume: ClassVar[bool] = False
     has_weights: ClassVar[bool] = True
+    supports_refit: ClassVar[bool] = False
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Accept every param (override to reject unknown keys and bad values)."""

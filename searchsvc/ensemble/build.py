@@ -25,15 +25,23 @@ import mlflow
 import numpy as np
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-from searchsvc import keys
 from searchsvc.deferred import unreachable
-from searchsvc.ensemble.candidates import Candidate, gather_candidates
+from searchsvc.ensemble.candidates import (
+    Candidate,
+    Source,
+    gather_candidates,
+    ranked_trials,
+    trial_sources,
+)
+from searchsvc.ensemble.diversity import diverse_order
 from searchsvc.ensemble.members import load_members_dir, write_members_dir
 from searchsvc.ensemble.metrics import accuracy, log_loss, scores
 from searchsvc.ensemble.predictor import Ensemble, Member, feature_range_of, member_val_probs
 from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
+from searchsvc.ensemble.refit import RefitNote, refit_pool
+from searchsvc.ensemble.retrain_runs import reseed_sources
 from searchsvc.ensemble.selection import select_members
-from searchsvc.ensemble.summary import EnsembleSummary, MemberWeight, Scores
+from searchsvc.ensemble.summary import EnsembleSummary, MemberWeight, Scores, SkippedTrial
 from searchsvc.errors import EnsembleError, TrackingError
 from searchsvc.study.locations import StudyPaths
 from searchsvc.study.spec import StudySpec
@@ -58,10 +66,11 @@ def build_study_ensemble(
     size: int | None = None,
     candidates: int | None = None,
 ) -> EnsembleSummary:
-    """Select members among the best completed trials, evaluate, log and register.
+    """Select members among the candidates, refit them if asked, evaluate, log and register.
 
     Uses the run's Optuna study, tracker (on the parent run), data and trainer, as opened by
-    the command.
+    the command. The candidates are the best trials (one per configuration cluster with
+    ``choose: diverse``) and the reseeds of the best ones.
 
     Returns the :class:`EnsembleSummary` (also logged to the parent run as
     ``ensemble/summary.json``).
@@ -70,29 +79,18 @@ def build_study_ensemble(
         EnsembleError: the study has no completed trial, or none has a stored model that loads.
         TrackingError: MLflow is unreachable (rerun ``searchsvc ensemble`` once it answers).
     """
-    from searchsvc.search.storage import top_trials
-
-    spec, paths, tracker, data, trainer = run.spec, run.paths, run.tracker, run.data, run.trainer
+    spec, data = run.spec, run.data
     method = method or spec.ensemble.method
     size = size or spec.ensemble.size
-    n_candidates = candidates or spec.ensemble.candidates
-    # Trials copied by a warm start ran in another study: their models are not this one's.
-    ranked = [t for t in top_trials(run.study, spec, None) if keys.WARM_FROM not in t.user_attrs]
+    ranked = ranked_trials(run.study, spec)
     if not ranked:
         raise EnsembleError(f"study {spec.name!r} has no completed trials to ensemble")
-    runs = _trial_runs(tracker)
     with tempfile.TemporaryDirectory(prefix="searchsvc-ens-") as tmp:
         folder = Path(tmp)
-        pool, skipped = gather_candidates(
-            ranked, runs, _downloader(tracker), trainer, data, folder, n_candidates
-        )
-        if not pool:
-            raise EnsembleError(
-                f"study {spec.name!r}: none of its {len(ranked)} completed trials has a stored "
-                f"model that loads ({len(skipped)} skipped; see the warnings)"
-            )
+        pool, skipped, n_trials = _gather(run, ranked, folder, candidates)
         members = [c.member for c in pool]
-        single = best_single_index(members, spec.primary.mode)
+        # The best single is the search's own best trial (a reseed is not a trial).
+        single = best_single_index(members[:n_trials], spec.primary.mode)
         _warn_if_best_is_not_single(spec, ranked[0], members[single])
 
         # Validation predictions of every candidate, computed once (by gather_candidates).
@@ -100,13 +98,79 @@ def build_study_ensemble(
         weights = _registered_weights(
             select_members(method, val_probs, data.y_val, size), val_probs, data.y_val, single
         )
-        members_dir = _write_members(pool, weights, folder / "members", spec, data)
+        final, note = pool, None
+        if spec.ensemble.refit:  # after every choice; the champion decision uses val_nll below
+            run.enter("refitting the ensemble's members on training + validation data")
+            final, note = refit_pool(run, pool, weights, single, folder / "refit")
+            if note.failed:
+                logger.warning("refit failed (%s); the pre-refit members are registered",
+                               note.failed)  # fmt: skip
+        members_dir = _write_members(final, weights, folder / "members", spec, data)
         ensemble = load_members_dir(members_dir)
-        summary = _summary(method, ensemble, weights, val_probs, pool, single, data)
+        summary = _summary(method, ensemble, weights, val_probs, final, single, data)
         summary.skipped = skipped
-        summary.candidates = [c.member.trial_number for c in pool]
-        _log_to_parent(tracker, paths, spec, members_dir, data, summary)
+        summary.candidates = [c.member.trial_number for c in pool[:n_trials]]
+        summary.reseeds = [c.member.key for c in pool[n_trials:]]
+        if note is not None:
+            _report_refit(summary, note, pool, weights, single, folder, spec, data)
+        _log_to_parent(run.tracker, run.paths, spec, members_dir, data, summary)
     return summary
+
+
+def _gather(
+    run: StudyRun, ranked: list, folder: Path, candidates: int | None
+) -> tuple[list[Candidate], list[SkippedTrial], int]:
+    """The trial candidates, then the reseeds of the best trials; and how many are trials."""
+    spec, tracker = run.spec, run.tracker
+    runs = _trial_runs(tracker)
+    if spec.ensemble.choose == "diverse":
+        ranked = diverse_order(ranked, spec, candidates or spec.ensemble.candidates)
+    download, trainer, data = _downloader(tracker), run.trainer, run.data
+    pool, skipped = gather_candidates(
+        trial_sources(ranked, runs), download, trainer, data, folder,
+        candidates or spec.ensemble.candidates,
+    )  # fmt: skip
+    if not pool:
+        raise EnsembleError(
+            f"study {spec.name!r}: none of its {len(ranked)} completed trials has a stored "
+            f"model that loads ({len(skipped)} skipped; see the warnings)"
+        )
+    n_trials = len(pool)
+    if spec.ensemble.reseed:
+        best = [t.number for t in ranked_trials(run.study, spec)[: spec.ensemble.reseed]]
+        sources = _reseed_sources(tracker, best)
+        reseeds, missing = gather_candidates(
+            sources, download, trainer, data, folder, len(sources)
+        )
+        pool, skipped = pool + reseeds, skipped + missing
+    return pool, skipped, n_trials
+
+
+def _reseed_sources(tracker: StudyTracker, numbers: list[int]) -> list[Source]:
+    try:
+        return reseed_sources(tracker, numbers)
+    except Exception as exc:
+        if unreachable(exc):
+            raise TrackingError(f"tracking server unreachable: {type(exc).__name__}") from None
+        raise
+
+
+def _report_refit(
+    summary: EnsembleSummary, note: RefitNote, pool: list[Candidate], weights: np.ndarray,
+    single: int, folder: Path, spec: StudySpec, data: Dataset,
+) -> None:  # fmt: skip
+    """The refit's record, and the test scores of the networks the search trained (only
+    reported, after every choice is made)."""
+    summary.refit_failed = note.failed
+    if note.failed:
+        return
+    summary.refit = note.members
+    if data.x_test is None or data.y_test is None:
+        return
+    searched = load_members_dir(_write_members(pool, weights, folder / "searched", spec, data))
+    summary.pre_refit_ensemble = Scores(**searched.evaluate(data.x_test, data.y_test))
+    single_probs = member_val_probs([pool[single].network], data.x_test)[0]
+    summary.pre_refit_best_single = Scores(**scores(single_probs, data.y_test))
 
 
 def _registered_weights(
@@ -193,7 +257,7 @@ def _summary(
     val_ensemble = np.tensordot(weights / weights.sum(), val_probs, axes=1)
     summary = EnsembleSummary(
         method=method,
-        members=[MemberWeight(m.trial_number, m.weight) for m in ensemble.members],
+        members=[MemberWeight(m.trial_number, m.weight, m.reseed) for m in ensemble.members],
         val_nll=log_loss(val_ensemble, data.y_val),
         val_accuracy=accuracy(val_ensemble, data.y_val),
         best_single_trial=single_member.trial_number,

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     import optuna
     from torch import nn
 
-__all__ = ["Candidate", "gather_candidates"]
+    from searchsvc.study.spec import StudySpec
+
+__all__ = ["Candidate", "Source", "gather_candidates", "ranked_trials", "trial_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +56,65 @@ class _Skip(Exception):
     """This trial cannot be a candidate; the message says why."""
 
 
+@dataclass(frozen=True)
+class Source:
+    """Where a candidate comes from: a completed trial, or a reseed of one.
+
+    Attributes:
+        number: the trial's number.
+        value: its value of the primary objective (a reseed's: at its best epoch).
+        run_id: its MLflow run (None: it has none).
+        reseed: 0 for the trial itself, k for its k-th reseed.
+        weights: the trial's ``weights`` attribute (``missing: <why>`` skips it unread).
+    """
+
+    number: int
+    value: float
+    run_id: str | None
+    reseed: int = 0
+    weights: str = ""
+
+    @property
+    def name(self) -> str:
+        return (
+            f"reseed {self.reseed} of trial {self.number}"
+            if self.reseed
+            else (f"trial {self.number}")
+        )
+
+
+def ranked_trials(study: optuna.Study, spec: StudySpec) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials that may be candidates, best first (``top_trials``' order).
+
+    Trials copied by a warm start ran in another study: their models are not this one's.
+    """
+    from searchsvc.search.storage import top_trials
+
+    return [t for t in top_trials(study, spec, None) if keys.WARM_FROM not in t.user_attrs]
+
+
+def trial_sources(
+    ranked: Iterable[optuna.trial.FrozenTrial], runs: dict[int, str]
+) -> list[Source]:
+    """The sources of completed trials (best first) and their runs (trial number -> id)."""
+    return [
+        Source(t.number, float(t.values[0]), runs.get(t.number),
+               weights=str(t.user_attrs.get(keys.WEIGHTS, "")))
+        for t in ranked
+    ]  # fmt: skip
+
+
 def gather_candidates(
-    ranked: Iterable[optuna.trial.FrozenTrial],
-    runs: dict[int, str],
+    sources: Iterable[Source],
     download: Callable[[str, Path], Path],
     trainer: Trainer,
     data: Dataset,
     folder: Path,
     limit: int,
 ) -> tuple[list[Candidate], list[SkippedTrial]]:
-    """The first ``limit`` usable trials of ``ranked`` (best first), and those skipped.
+    """The first ``limit`` usable ``sources`` (in their order), and those skipped.
 
     Args:
-        ranked: completed trials, best first.
-        runs: trial number -> MLflow run id.
         download: ``(run_id, folder) -> local model folder`` (MLflow's artifact download).
         folder: where the models are put; each candidate's files stay there.
 
@@ -76,40 +123,40 @@ def gather_candidates(
     """
     pool: list[Candidate] = []
     skipped: list[SkippedTrial] = []
-    for trial in ranked:
+    for source in sources:
         if len(pool) >= limit:
             break
         try:
-            pool.append(_candidate(trial, runs, download, trainer, data, folder))
+            pool.append(_candidate(source, download, trainer, data, folder))
         except _Skip as exc:
-            logger.warning("trial %d is not an ensemble candidate: %s", trial.number, exc)
-            skipped.append(SkippedTrial(trial.number, str(exc)))
+            logger.warning("%s is not an ensemble candidate: %s", source.name, exc)
+            reason = f"reseed {source.reseed}: {exc}" if source.reseed else str(exc)
+            skipped.append(SkippedTrial(source.number, reason))
     return pool, skipped
 
 
 def _candidate(
-    trial: optuna.trial.FrozenTrial,
-    runs: dict[int, str],
+    source: Source,
     download: Callable[[str, Path], Path],
     trainer: Trainer,
     data: Dataset,
     folder: Path,
 ) -> Candidate:
-    weights = str(trial.user_attrs.get(keys.WEIGHTS, ""))
-    if weights.startswith(keys.WEIGHTS_MISSING):  # recorded when Optuna was told COMPLETE
-        raise _Skip(weights)
-    run_id = runs.get(trial.number)
-    if run_id is None:
+    if source.weights.startswith(keys.WEIGHTS_MISSING):  # recorded when Optuna was told COMPLETE
+        raise _Skip(source.weights)
+    if source.run_id is None:
         raise _Skip("it has no MLflow run")
-    target = folder / f"trial_{trial.number}"
+    target = folder / (
+        f"trial_{source.number}" + (f"_reseed_{source.reseed}" * bool(source.reseed))
+    )
     target.mkdir()
     try:
-        local = download(run_id, target)
+        local = download(source.run_id, target)
     except Exception as exc:
         if unreachable(exc):
             raise TrackingError(f"tracking server unreachable: {_first_line(exc)}") from None
         raise _Skip(f"it has no stored model ({_first_line(exc)})") from None
-    params, seed = _read_params(local / "params.json")
+    params, seed, best_epoch = _read_params(local / "params.json")
     state = _read_state(local / "state_dict.pt")
     try:
         network = rebuild_network(
@@ -120,14 +167,16 @@ def _candidate(
         raise _Skip(_first_line(exc)) from None
     if not np.isfinite(probs).all():
         raise _Skip("its validation probabilities are not finite")
-    member = Member(trial.number, 1.0, params, float(trial.values[0]), seed=seed)
+    member = Member(source.number, 1.0, params, source.value, seed=seed, reseed=source.reseed,
+                    best_epoch=best_epoch)  # fmt: skip
     return Candidate(member, local / "state_dict.pt", network, probs)
 
 
-def _read_params(path: Path) -> tuple[dict[str, Any], int | None]:
+def _read_params(path: Path) -> tuple[dict[str, Any], int | None, int | None]:
+    """The params, seed and best epoch that ``params.json`` records."""
     try:
         info = json.loads(path.read_text())
-        return dict(info["params"]), info.get("seed")
+        return dict(info["params"]), info.get("seed"), info.get("best_epoch")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise _Skip(f"{path.name} unreadable: {_first_line(exc)}") from None
 

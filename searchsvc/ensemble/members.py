@@ -281,12 +281,14 @@ def load_members_dir(
             params=dict(entry["params"]),
             val_score=None if entry.get("val_score") is None else float(entry["val_score"]),
             seed=None if entry.get("seed") is None else int(entry["seed"]),
+            reseed=int(entry.get("reseed") or 0),
+            best_epoch=None if entry.get("best_epoch") is None else int(entry["best_epoch"]),
         )
         ref = entry.get("trainer") or manifest.get("trainer")
         if ref not in trainers:
             trainers[ref] = resolve(ref)
         state_path = root / entry["dir"] / entry.get("state_dict", "state_dict.pt")
-        who = f"trial {member.trial_number}"
+        who = f"trial {member.key}"  # "trial 7", "trial 7-reseed-1"
         try:
             # weights_only: a state dict is tensors only, and this refuses arbitrary pickles.
             state = torch.load(state_path, map_location="cpu", weights_only=True)

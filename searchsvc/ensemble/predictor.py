@@ -35,6 +35,8 @@ class Member:
         params: the trial's hyperparameters (what ``Trainer.build_network`` receives).
         val_score: the trial's value of the study objective on validation, if known.
         seed: the seed the trial trained with (the study's seed rule), if known.
+        reseed: 0 for the trial's own training, k for its k-th reseed (a new seed).
+        best_epoch: the epoch whose weights these are (what a refit trains for), if known.
     """
 
     trial_number: int
@@ -42,6 +44,14 @@ class Member:
     params: dict
     val_score: float | None
     seed: int | None = None
+    reseed: int = 0
+    best_epoch: int | None = None
+
+    @property
+    def key(self) -> str:
+        """``"7"``: trial 7; ``"7-reseed-1"``: its first reseed."""
+        number = self.trial_number
+        return f"{number}-reseed-{self.reseed}" if self.reseed else str(number)
 
 
 def _as_device(device: str | torch.device) -> torch.device:

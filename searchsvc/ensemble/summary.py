@@ -22,10 +22,11 @@ class Scores:
 
 @dataclass(frozen=True)
 class MemberWeight:
-    """One member: its trial and its weight in the average."""
+    """One member: its trial (``reseed`` > 0: that trial's k-th reseed) and its weight."""
 
     trial: int
     weight: float
+    reseed: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class EnsembleSummary:
             unusable (the next best took their place).
         version: the registered model version; ``champion``: whether the alias moved to it;
             ``model_uri``: how to load it.
+        reseeds: the reseeds among the candidates (``"7-reseed-1"``).
+        refit: the members (and the best single trial) retrained on training + validation
+            data (their keys); ``best_single`` and ``ensemble`` are then the refit networks'
+            test scores and ``pre_refit_*`` those of the networks the search trained.
+        refit_failed: why a refit asked for was not kept (the pre-refit ones are registered).
     """
 
     method: str
@@ -71,6 +77,11 @@ class EnsembleSummary:
     version: str | None = None
     champion: bool = False
     model_uri: str | None = None
+    reseeds: list[str] = dataclasses.field(default_factory=list)
+    refit: list[str] = dataclasses.field(default_factory=list)
+    refit_failed: str = ""
+    pre_refit_best_single: Scores | None = None
+    pre_refit_ensemble: Scores | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The ``summary.json`` form (``best_single`` also names its trial)."""

@@ -6,20 +6,18 @@ study spec -> sampler + scheduler -> trials (trainable -> trainer) -> metrics ->
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from searchsvc import keys
 from searchsvc.ensemble.summary import EnsembleSummary
 from searchsvc.errors import first_line
+from searchsvc.execution.quiet import quiet_libraries
 from searchsvc.execution.ray_session import start_ray
 from searchsvc.search.budget import TimeBudget
 from searchsvc.search.storage import TrialSummary
@@ -28,31 +26,12 @@ from searchsvc.study.loader import Study
 from searchsvc.study.locations import StudyPaths
 from searchsvc.study_run import RunOutcome, StudyRun
 
+if TYPE_CHECKING:
+    from searchsvc.ensemble.reseeds import ReseedOutcome
+
 __all__ = ["StudyResult", "run_study"]
 
 logger = logging.getLogger(__name__)
-
-# Ray and Tune settings that keep the driver quiet and the per-trial overhead low. They must be
-# in the environment before Ray is imported.
-_RAY_ENV = {
-    "RAY_DEDUP_LOGS": "0",
-    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # no CSV/JSON/TensorBoard files per trial
-    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    # TUNE_MAX_PENDING_TRIALS_PG is left to Tune: "auto" lets max_concurrent_trials trials
-    # wait for a worker at once. Pinned to 1, a finished trial's slot stayed empty until the
-    # next trial had its worker: 5.5 of 8 sleeping trials between their start and end in
-    # Optuna instead of 7.8 (6.9 inside an epoch). Known cost: with max_concurrent_trials above
-    # what the cluster can run, trials asked and still waiting when the time budget runs out
-    # start afterwards and run one epoch each (one such trial before).
-    "RAY_CHDIR_TO_TRIAL_DIR": "0",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_V2_ENABLED": "0",
-    "RAY_AIR_NEW_OUTPUT": "0",
-    # Fail fast on an unreachable tracking server: the tracker defers and retries by itself,
-    # while MLflow's own retries would stall the driver for minutes per call.
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 
 
 @dataclass
@@ -83,6 +62,7 @@ class StudyResult:
     pending: int = 0
     experiment_id: str = ""
     metrics: list[str] = field(default_factory=list)  # the objectives' metrics, in order
+    reseeds: ReseedOutcome | None = None  # the reseed stage's record (ensemble: reseed)
 
     @property
     def finished(self) -> int:
@@ -133,16 +113,22 @@ def run_study(
     report: Path | None = None
     out_of_time = False
     top: list[TrialSummary] = []
-    with _quiet_libraries(), run.lifecycle() as outcome:
+    reseeds: ReseedOutcome | None = None
+    budget = TimeBudget(run.spec.budget.time_budget_s)  # the search's and the reseeds'
+    with quiet_libraries(), run.lifecycle() as outcome:
         run.enter("loading the data")
         run.load_data()
         run.enter("opening the study")
         _open(run, console)
         run.enter("searching")
-        out_of_time = _search(run, address, console)
+        out_of_time = _search(run, address, console, budget)
         run.enter("summarising the search")
         top = _summarise(run)
-        if build_ensemble and run.spec.ensemble.enabled and top:
+        ensembling = build_ensemble and run.spec.ensemble.enabled and top
+        if ensembling and run.spec.ensemble.reseed:
+            run.enter("reseeding the best configurations")
+            reseeds = _reseed(run, budget, console)
+        if ensembling:
             run.enter("building the ensemble")
             ensemble = _ensemble(run, console)
         if build_report:
@@ -150,6 +136,7 @@ def run_study(
             report = _report(run)
     result = _result(run, outcome, top)
     result.ensemble, result.report, result.out_of_time = ensemble, report, out_of_time
+    result.reseeds = reseeds
     result.elapsed_s = time.monotonic() - started
     return result
 
@@ -173,7 +160,7 @@ def _open(run: StudyRun, console: Console) -> None:
         )
 
 
-def _search(run: StudyRun, address: str | None, console: Console) -> bool:
+def _search(run: StudyRun, address: str | None, console: Console, budget: TimeBudget) -> bool:
     """Run the trials still due on Ray; True when the time budget ran out before the trial
     budget was reached. A Ctrl-C that Tune caught is raised again here."""
     import ray
@@ -184,7 +171,6 @@ def _search(run: StudyRun, address: str | None, console: Console) -> bool:
     to_run = max(run.budget - finished, 0)
     if not to_run:
         return False
-    budget = TimeBudget(run.spec.budget.time_budget_s)
     tuner = _tuner(run, to_run, finished, console, budget)
     with signal_handlers_kept():
         start_ray(run, address or run.settings.ray_address)
@@ -280,6 +266,18 @@ def _tuner(
     )
 
 
+def _reseed(run: StudyRun, budget: TimeBudget, console: Console) -> ReseedOutcome:
+    """The reseeds, within what is left of the time budget (counted from now when the search
+    had nothing to run)."""
+    from searchsvc.ensemble.reseeds import reseed_best
+
+    if not budget.started:
+        budget.start()
+    outcome = reseed_best(run, budget.wall_deadline())
+    console.print(outcome.line(), highlight=False, markup=False, soft_wrap=True)
+    return outcome
+
+
 def _summarise(run: StudyRun) -> list[TrialSummary]:
     """The top trials; the study's counts and best value logged to its parent run."""
     from searchsvc.search.storage import count_trials
@@ -341,47 +339,6 @@ def _result(run: StudyRun, outcome: RunOutcome, top: list[TrialSummary]) -> Stud
         pending=outcome.pending,
         metrics=[o.metric for o in run.spec.objectives],
     )
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """Keep the libraries' chatter off the user's terminal (our own progress line says it) and
-    the per-trial overhead low, for the duration of one run only: the variables set here and
-    the logger levels are put back afterwards, so a Python caller's process is left as it was.
-    What Ray's own driver sets for the process (``RAY_AUTH_MODE``, ``PYTHONBREAKPOINT``, ...)
-    stays: Ray's in-process state relies on it for the next ``ray.init`` (taking it away made
-    the next run's workers die)."""
-    import warnings
-
-    import optuna
-
-    settings = {**_RAY_ENV, "MLFLOW_LOGGING_LEVEL": "WARNING"}
-    saved_env = {key: os.environ.get(key) for key in settings}
-    for key, value in settings.items():
-        os.environ.setdefault(key, value)
-    levels = {
-        "mlflow": logging.WARNING,
-        "alembic": logging.WARNING,
-        "ray": logging.ERROR,
-        "ray.tune": logging.ERROR,
-        # MLflow warns that a Python-object pyfunc model is pickled: known and documented.
-        "mlflow.pyfunc": logging.ERROR,
-    }
-    saved_levels = {name: logging.getLogger(name).level for name in levels}
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        for name, level in saved_levels.items():
-            logging.getLogger(name).setLevel(level)
 
 
 def _best(run: StudyRun) -> tuple[int, float] | None:

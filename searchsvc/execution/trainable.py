@@ -37,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "make_trainable",
     "run_trainer",
+    "worker_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def make_trainable(
         try:
             run_trainer(
                 trainer, params_of(config), data, send, number=ticket.number,
-                max_epochs=max_epochs, seed=ticket.seed, device=_device(), node_id=node_id,
+                max_epochs=max_epochs, seed=ticket.seed, device=worker_device(), node_id=node_id,
                 resume=resume,
             )  # fmt: skip
         except TrialStopped:
@@ -260,7 +261,7 @@ class _Reporter:
             self._send(metrics, Path(folder), epoch_report.epoch)
 
 
-def _device() -> str:
+def worker_device() -> str:
     """The CUDA device Ray assigned to this trial, else the CPU."""
     import ray
     import torch

@@ -29,6 +29,17 @@ class TimeBudget:
         if self.seconds is not None:
             self._deadline = time.monotonic() + self.seconds
 
+    @property
+    def started(self) -> bool:
+        return self._deadline is not None or self.seconds is None
+
+    def wall_deadline(self) -> float | None:
+        """The deadline as wall-clock time (``time.time()``), for other processes; None for
+        no budget."""
+        if self._deadline is None:
+            return None
+        return time.time() + (self._deadline - time.monotonic())
+
     def expired(self) -> bool:
         """True once the deadline has passed."""
         return self._deadline is not None and time.monotonic() >= self._deadline

@@ -131,6 +131,13 @@ def check_runtime_names(spec: StudySpec, search_path: tuple[str, ...] = ()) -> l
         problems.append(f"trainer: {exc}")
         return problems
     problems += _check_params(spec, trainer)
+    if spec.ensemble.refit and not getattr(trainer, "supports_refit", False):
+        problems.append(f"ensemble -> refit: trainer {spec.trainer!r} does not support refit "
+                        "(it sets no supports_refit = True)")  # fmt: skip
+    if (spec.ensemble.refit or spec.ensemble.reseed) and not trainer.has_weights:
+        key = "refit" if spec.ensemble.refit else "reseed"
+        problems.append(f"ensemble -> {key}: trainer {spec.trainer!r} keeps no weights "
+                        "(has_weights = False), so it has nothing to retrain")  # fmt: skip
     allowed = trainer.objective_metrics
     for index, objective in enumerate(spec.objectives):
         if objective.metric not in allowed:

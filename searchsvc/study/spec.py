@@ -206,10 +206,26 @@ class ResourcesSpec(_Strict):
 
 
 class EnsembleSpec(_Strict):
+    """How the study's ensemble is built (``searchsvc.ensemble``); the validation split
+    chooses everything, the test split only reports."""
+
     enabled: bool = True
     method: Literal["greedy", "top_k"] = "greedy"
     size: int = Field(10, ge=1, description="greedy: picks with replacement; top_k: k")
     candidates: int = Field(10, ge=1, description="how many of the best trials are candidates")
+    choose: Literal["diverse", "best"] = Field(
+        "diverse",
+        description="diverse: the best trial of each configuration cluster; best: the top "
+        "trials by value",
+    )
+    reseed: int = Field(
+        0, ge=0, description="after the search, retrain the best N configurations with new "
+        "seeds (MLflow runs of their own, not trials) as further candidates",
+    )  # fmt: skip
+    refit: bool = Field(
+        False, description="retrain the chosen members on training + validation data for "
+        "their best epoch counts before registering",
+    )  # fmt: skip
 
 
 class DiagnosisSpec(_Strict):

@@ -24,7 +24,8 @@ from rich.console import Console
 from searchsvc import load_ensemble
 from searchsvc.data.datasets import load_dataset
 from searchsvc.errors import EnsembleError
-from searchsvc.execution.runner import _RAY_ENV, run_study
+from searchsvc.execution.quiet import RAY_ENV
+from searchsvc.execution.runner import run_study
 from searchsvc.study.loader import load_study
 from tests.helpers import clean_env
 from tests.servers import free_port
@@ -73,13 +74,13 @@ def finished(tmp_path_factory, data_dir):
 def test_a_library_run_leaves_the_process_environment_as_it_was(finished):
     _, _, before, after = finished
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
-    # What Ray's own driver sets for the process stays (see runner._quiet_libraries).
+    # What Ray's own driver sets for the process stays (see quiet.quiet_libraries).
     rays = {k for k in changed if k.startswith(("RAY_", "KMP_")) or k == "PYTHONBREAKPOINT"}
     # `import mlflow` starts a telemetry thread that unsets this one when its config fetch
     # fails (no internet here), whenever that happens: MLflow's, not a run's, doing.
     changed.discard("_MLFLOW_TELEMETRY_SESSION_ID")
     assert sorted(changed - rays) == []
-    assert not rays & set(_RAY_ENV), "searchsvc's own Ray settings are taken back"
+    assert not rays & set(RAY_ENV), "searchsvc's own Ray settings are taken back"
 
 
 def test_nothing_is_written_outside_the_study_folder(finished):

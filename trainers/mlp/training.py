@@ -90,6 +90,7 @@ class MLPTrainer(BaseTrainer):
     name = "mlp"
     objective_metrics = _OBJECTIVE_METRICS
     supports_resume = True
+    supports_refit = True
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` naming an unknown key or a bad value (used by validate)."""
@@ -143,6 +144,7 @@ class _Run:
     n_params: int
     plain_params: dict[str, Any]
     max_epochs: int
+    refit: bool = False  # the validation split is in the training data: nothing to stop on
 
 
 def _setup(params: Mapping[str, Any], data: Dataset, options: FitOptions) -> _Run | None:
@@ -186,7 +188,7 @@ def _setup(params: Mapping[str, Any], data: Dataset, options: FitOptions) -> _Ru
     plain_params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
     return _Run(
         p, dev, model, optimizer, scheduler, shuffle, progress, rng, tensors, x_fit, y_fit,
-        rbm_metrics, n_params, plain_params, max_epochs,
+        rbm_metrics, n_params, plain_params, max_epochs, options.refit,
     )  # fmt: skip
 
 
@@ -208,7 +210,9 @@ def _epoch(run: _Run, epoch: int) -> tuple[EpochReport, dict[str, str] | None]:
     run.rng = capture_rng(run.shuffle, run.dev)
 
     diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-    improved = not diverged and val_loss < progress.best_val_loss
+    # A refit's validation split is part of its training data: every epoch's weights are
+    # reported (the service keeps those of the epoch it stops at) and nothing stops early.
+    improved = not diverged and (run.refit or val_loss < progress.best_val_loss)
     best_state = None
     if improved:
         best_state = cpu_copy(run.model.state_dict())
@@ -216,7 +220,9 @@ def _epoch(run: _Run, epoch: int) -> tuple[EpochReport, dict[str, str] | None]:
         progress.best_state, progress.bad_epochs = best_state, 0
     else:
         progress.bad_epochs += 1
-    early_stop = p.patience > 0 and progress.bad_epochs >= p.patience and not diverged
+    early_stop = (
+        p.patience > 0 and progress.bad_epochs >= p.patience and not diverged and not run.refit
+    )
     final = diverged or early_stop or epoch == run.max_epochs
 
     metrics: dict[str, float] = {

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from searchsvc import keys
-from searchsvc.ensemble.candidates import gather_candidates
+from searchsvc.ensemble.candidates import gather_candidates, trial_sources
 from searchsvc.ensemble.summary import SkippedTrial
 from searchsvc.errors import TrackingError
 from searchsvc.trainer import BaseTrainer, Dataset
@@ -34,6 +34,10 @@ class Tiny(BaseTrainer):
         if params.get("broken"):
             raise ValueError("this params set cannot be built")
         return nn.Linear(n_features, n_classes)
+
+
+def _gather(ranked: list, runs: dict, *args: object, **kwargs: object) -> tuple:
+    return gather_candidates(trial_sources(ranked, runs), *args, **kwargs)
 
 
 def _data() -> Dataset:
@@ -93,7 +97,7 @@ def test_bad_trials_are_skipped_with_their_reason_and_the_next_best_take_their_p
     work = tmp_path / "work"
     work.mkdir()
 
-    pool, skipped = gather_candidates(
+    pool, skipped = _gather(
         _ranked(8), runs, _download_from(models), Tiny(), _data(), work, limit=2
     )
 
@@ -119,7 +123,7 @@ def test_the_pool_stops_at_the_limit_without_reading_the_rest(tmp_path: Path) ->
     _store(models, 1, {})
     work = tmp_path / "work"
     work.mkdir()
-    pool, skipped = gather_candidates(
+    pool, skipped = _gather(
         _ranked(3), {0: "run-0", 1: "run-1", 2: "run-2"}, _download_from(models), Tiny(),
         _data(), work, limit=2,
     )  # fmt: skip
@@ -131,7 +135,7 @@ def test_an_unreachable_tracking_server_is_an_outage_not_a_missing_model(tmp_pat
         raise requests.exceptions.ConnectionError("Connection refused")
 
     with pytest.raises(TrackingError) as caught:
-        gather_candidates(_ranked(2), {0: "run-0", 1: "run-1"}, down, Tiny(), _data(),
+        _gather(_ranked(2), {0: "run-0", 1: "run-1"}, down, Tiny(), _data(),
                           tmp_path, limit=2)  # fmt: skip
     assert str(caught.value) == "tracking server unreachable: ConnectionError: Connection refused"
 
@@ -152,7 +156,7 @@ def test_a_trial_whose_weights_are_missing_is_skipped_with_one_warning_and_repla
     work = tmp_path / "work"
     work.mkdir()
     with caplog.at_level("WARNING", logger="searchsvc.ensemble.candidates"):
-        pool, skipped = gather_candidates(
+        pool, skipped = _gather(
             study.get_trials(), {n: f"run-{n}" for n in range(3)}, _download_from(models),
             Tiny(), _data(), work, limit=2,
         )  # fmt: skip

@@ -1,0 +1,109 @@
+"""After the search, the best configurations trained again from new seeds
+(``ensemble: {reseed: N}``), as further ensemble candidates.
+
+Networks of one configuration trained from different seeds disagree where each is unsure, so
+their average removes much of a single network's error (Lakshminarayanan et al. 2017); the
+search alone gives the ensemble near-copies of its best configuration at one seed each. A
+reseed is not an Optuna trial: the sampler's history and ``n_trials`` stay the search's. It is
+an MLflow child run of its own (``searchsvc.ensemble.retrain_runs``). The study's time budget
+covers the reseeds: none starts after it runs out, and a running one stops at its epoch's end
+and is not a candidate. A run of a study whose reseeds are already in MLflow reseeds only the
+best configurations that have none yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from searchsvc import keys
+from searchsvc.ensemble.candidates import ranked_trials
+from searchsvc.ensemble.retrain_runs import log_retrain_run, reseed_sources
+from searchsvc.retraining import RetrainJob, RetrainResult, reseed_seed
+
+if TYPE_CHECKING:
+    import optuna
+
+    from searchsvc.study.spec import StudySpec
+    from searchsvc.study_run import StudyRun
+
+__all__ = ["ReseedOutcome", "reseed_best"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ReseedOutcome:
+    """What the reseed stage did.
+
+    Attributes:
+        trials: the trials whose configurations are reseeded (best first).
+        kept: reseeds an earlier run of the study had finished (not run again).
+        finished, out_of_time, not_started: jobs of this run by how they ended.
+        failed: ``"<label>: <why>"`` for each job that failed.
+        seconds: the stage's wall time.
+    """
+
+    trials: list[int] = field(default_factory=list)
+    kept: int = 0
+    finished: int = 0
+    out_of_time: int = 0
+    not_started: int = 0
+    failed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        parts = [f"{self.finished} finished"]
+        parts += [f"{self.kept} kept from an earlier run"] * bool(self.kept)
+        if self.out_of_time or self.not_started:
+            parts.append(f"{self.out_of_time + self.not_started} cut by the time budget")
+        parts += [f"{len(self.failed)} failed ({'; '.join(self.failed)})"] * bool(self.failed)
+        return f"reseeds of trials {self.trials}: {', '.join(parts)} in {self.seconds:.0f} s"
+
+
+def reseed_jobs(run: StudyRun) -> tuple[list[optuna.trial.FrozenTrial], list[RetrainJob], int]:
+    """The best ``reseed`` trials, the jobs still to run for them, and how many are done."""
+    spec = run.spec
+    best = ranked_trials(run.study, spec)[: spec.ensemble.reseed]
+    numbers = [t.number for t in best]
+    done = {(s.number, s.reseed) for s in reseed_sources(run.tracker, numbers)}
+    jobs = [
+        RetrainJob("reseed", t.number, 1, dict(t.params), reseed_seed(_trial_seed(spec, t), 1))
+        for t in best
+        if (t.number, 1) not in done
+    ]
+    return best, jobs, len(done)
+
+
+def reseed_best(run: StudyRun, deadline: float | None) -> ReseedOutcome:
+    """Reseed the study's best configurations on Ray; each result goes to MLflow as it
+    comes in.
+
+    Args:
+        deadline: the time budget's end, wall clock (``time.time()``); None for none.
+    """
+    started = time.monotonic()
+    best, jobs, kept = reseed_jobs(run)
+    outcome = ReseedOutcome(trials=[t.number for t in best], kept=kept)
+    data = run.data
+    shape = {"n_features": data.n_features, "n_classes": data.n_classes}
+
+    def record(result: RetrainResult) -> None:
+        log_retrain_run(run.tracker, run.spec, result, shape)
+        if result.status == "failed":
+            logger.warning("%s failed: %s", result.job.label, result.reason)
+            outcome.failed.append(f"{result.job.label}: {result.reason}")
+        else:
+            setattr(outcome, result.status, getattr(outcome, result.status) + 1)
+
+    run.retrain(jobs, data.without_test(), deadline=deadline, on_result=record)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _trial_seed(spec: StudySpec, trial: optuna.trial.FrozenTrial) -> int:
+    """The seed a trial trained from: the study's seed plus its chain's first trial number."""
+    return spec.seed + int(trial.user_attrs.get(keys.SEED_OF, trial.number))
