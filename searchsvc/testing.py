@@ -46,6 +46,7 @@ __all__ = [
     "Trial",
     "check_best_state_loads",
     "check_objective_metrics_every_epoch",
+    "check_refit_reports_weights_every_epoch",
     "check_rejects_unknown_param",
     "check_resume_matches_an_uninterrupted_run",
     "check_same_seed_same_history",
@@ -200,6 +201,26 @@ def check_objective_metrics_every_epoch(
         assert not missing, f"epoch {epoch} reports no {', '.join(missing)}"
 
 
+def check_refit_reports_weights_every_epoch(
+    trainer: Trainer, params: Mapping, data: Dataset, *, max_epochs: int
+) -> None:
+    """With ``FitOptions.refit`` (training data holding the validation split) every epoch
+    runs and every report carries the network's state as ``best_state``."""
+    from searchsvc.retraining import refit_data
+    from searchsvc.trainer import EpochReport, FitOptions
+
+    if not getattr(trainer, "supports_refit", False):
+        pytest.skip("the trainer does not declare supports_refit")
+    reports: list[EpochReport] = []
+    options = FitOptions(max_epochs=max_epochs, seed=0, refit=True)
+    trainer.fit(dict(params), refit_data(data), reports.append, options)
+    assert [r.epoch for r in reports] == list(range(1, max_epochs + 1)), (
+        f"a refit reported epochs {[r.epoch for r in reports]}, not 1..{max_epochs}"
+    )
+    missing = [r.epoch for r in reports if r.best_state is None]
+    assert not missing, f"a refit's reports of epochs {missing} carry no best_state"
+
+
 def check_rejects_unknown_param(trainer: Trainer, params: Mapping, unknown: str) -> None:
     """``check_params`` accepts ``params`` and rejects them with an unknown key added."""
     if type(trainer).check_params is BaseTrainer.check_params:
@@ -251,6 +272,9 @@ class TrainerContract:
 
     def test_every_objective_metric_is_reported_every_epoch(self, trainer, params, data) -> None:
         check_objective_metrics_every_epoch(trainer, params, data, max_epochs=self.max_epochs)
+
+    def test_a_refit_reports_its_weights_every_epoch(self, trainer, params, data) -> None:
+        check_refit_reports_weights_every_epoch(trainer, params, data, max_epochs=self.max_epochs)
 
     def test_check_params_rejects_an_unknown_key(self, trainer, params) -> None:
         check_rejects_unknown_param(trainer, params, self.unknown_param)

@@ -304,3 +304,26 @@ def test_a_malformed_wait_setting_is_an_input_error_naming_the_variable():
     assert info.value.problems == [
         "SEARCHSVC_MLFLOW_WAIT_S: expected a number of seconds >= 0, got 'soon'"
     ]
+
+
+def test_a_refit_or_reseed_of_a_trainer_without_weights_is_refused_naming_the_key(write_study):
+    path = write_study(base_study(ensemble={"reseed": 2, "refit": True}))  # noop: no weights
+    assert _errors(path) == [
+        f"{path}: ensemble -> refit: trainer 'noop' does not support refit (it sets no "
+        "supports_refit = True)",
+        f"{path}: ensemble -> refit: trainer 'noop' keeps no weights (has_weights = False), "
+        "so it has nothing to retrain",
+    ]
+    reseed_only = write_study(base_study(ensemble={"reseed": 2}))
+    assert _errors(reseed_only) == [
+        f"{reseed_only}: ensemble -> reseed: trainer 'noop' keeps no weights (has_weights = "
+        "False), so it has nothing to retrain"
+    ]
+
+
+def test_ensemble_options_are_checked_by_the_schema(write_study):
+    path = write_study(base_study(ensemble={"reseed": -1, "choose": "random"}))
+    assert _errors(path) == [
+        f"{path}: ensemble -> choose: Input should be 'diverse' or 'best'",
+        f"{path}: ensemble -> reseed: Input should be greater than or equal to 0",
+    ]

@@ -344,3 +344,23 @@ def test_real_mnist_subset_reaches_90_percent_validation_accuracy(data_dir: Path
     assert result.status == "completed"
     assert rec.reports[-1].metrics["val_accuracy"] > 0.90
     assert np.isfinite(rec.curve("val_loss")).all()
+
+
+def test_a_refit_trains_every_epoch_past_its_patience_and_reports_each_epochs_weights() -> None:
+    from searchsvc.retraining import refit_data
+    from searchsvc.testing import contract_data
+
+    # A learning rate this high makes the validation loss rise, so patience 1 ends a trial.
+    params = {"n_layers": 1, "width": 16, "lr": 0.5, "patience": 1, "diagnostics": False}
+    data = refit_data(contract_data())
+    searched: list[EpochReport] = []
+    trainer.fit(params, data, searched.append, FitOptions(max_epochs=8, seed=0))
+    assert len(searched) < 8, "the setting must make an ordinary trial stop early"
+
+    refit: list[EpochReport] = []
+    trainer.fit(params, data, refit.append, FitOptions(max_epochs=8, seed=0, refit=True))
+    assert [r.epoch for r in refit] == list(range(1, 9))
+    assert all(r.best_state is not None for r in refit)
+    final = refit[-1].best_state
+    network = trainer.build_network(params, data.n_features, data.n_classes)
+    network.load_state_dict(final)  # the network's state as it stands, loadable
