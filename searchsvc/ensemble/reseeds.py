@@ -1,5 +1,7 @@
 """After the search, the best configurations trained again from new seeds
-(``ensemble: {reseed: N}``), as further ensemble candidates.
+(``ensemble: {reseed: N}``), as further ensemble candidates: the best N configurations once
+each or, when fewer completed (ASHA prunes most trials of a short study), the best ones again
+with further seeds, in turn.
 
 Networks of one configuration trained from different seeds disagree where each is unsure, so
 their average removes much of a single network's error (Lakshminarayanan et al. 2017); the
@@ -64,18 +66,28 @@ class ReseedOutcome:
         return f"reseeds of trials {self.trials}: {', '.join(parts)} in {self.seconds:.0f} s"
 
 
+def reseed_plan(ranked: list[optuna.trial.FrozenTrial], n: int) -> list[tuple[int, int]]:
+    """``n`` reseeds as ``(index into ranked, reseed number)``: the best ``n`` configurations
+    once each, or, when fewer completed, the best ones again with further seeds in turn."""
+    if not ranked:
+        return []
+    return [(i % len(ranked), i // len(ranked) + 1) for i in range(n)]
+
+
 def reseed_jobs(run: StudyRun) -> tuple[list[optuna.trial.FrozenTrial], list[RetrainJob], int]:
-    """The best ``reseed`` trials, the jobs still to run for them, and how many are done."""
+    """The trials to reseed (best first), the jobs still to run for them, and how many of
+    the planned reseeds an earlier run finished."""
     spec = run.spec
-    best = ranked_trials(run.study, spec)[: spec.ensemble.reseed]
-    numbers = [t.number for t in best]
-    done = {(s.number, s.reseed) for s in reseed_sources(run.tracker, numbers)}
-    jobs = [
-        RetrainJob("reseed", t.number, 1, dict(t.params), reseed_seed(_trial_seed(spec, t), 1))
-        for t in best
-        if (t.number, 1) not in done
-    ]
-    return best, jobs, len(done)
+    ranked = ranked_trials(run.study, spec)[: spec.ensemble.reseed]
+    plan = reseed_plan(ranked, spec.ensemble.reseed)
+    done = {(s.number, s.reseed) for s in reseed_sources(run.tracker, [t.number for t in ranked])}
+    jobs = []
+    for position, index in plan:
+        trial = ranked[position]
+        if (trial.number, index) not in done:
+            seed = reseed_seed(_trial_seed(spec, trial), index)
+            jobs.append(RetrainJob("reseed", trial.number, index, dict(trial.params), seed))
+    return ranked, jobs, len(plan) - len(jobs)
 
 
 def reseed_best(run: StudyRun, deadline: float | None) -> ReseedOutcome:

@@ -219,8 +219,9 @@ class EnsembleSpec(_Strict):
         "trials by value",
     )
     reseed: int = Field(
-        0, ge=0, description="after the search, retrain the best N configurations with new "
-        "seeds (MLflow runs of their own, not trials) as further candidates",
+        0, ge=0, description="after the search, N retrainings from new seeds (MLflow runs "
+        "of their own, not trials) as further candidates: the best N configurations once each, "
+        "or the fewer that completed in turn",
     )  # fmt: skip
     refit: bool = Field(
         False, description="retrain the chosen members on training + validation data for "
