@@ -299,7 +299,7 @@ class StudyRun:
         Raises:
             StudyNotRunError: the storage or the study in it does not exist.
         """
-        from searchsvc.search.storage import open_study
+        from searchsvc.search.storage import open_study, study_names
 
         storage = self.paths.storage_url
         not_run = StudyNotRunError(f"{self.where}: study {self.spec.name!r} has not run yet")
@@ -392,13 +392,3 @@ class StudyRun:
         if self.claim is not None:
             if best_effort("release the study", self.claim.release):
                 self.claim = None
-
-
-def study_names(storage: str) -> list[str]:
-    """The names of the studies in an Optuna storage (raises TrackingError if unreachable)."""
-    import optuna
-
-    try:
-        return optuna.study.get_all_study_names(storage=storage)
-    except Exception as exc:
-        raise TrackingError(f"Optuna storage {storage}: {exc}") from exc

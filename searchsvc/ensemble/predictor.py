@@ -300,23 +300,18 @@ class Ensemble:
         if len(members) == 0:
             raise EnsembleError("an ensemble needs at least one member")
         if len(members) != len(networks):
-            raise EnsembleError(
-                f"got {len(members)} members but {len(networks)} networks; they must pair up"
-            )
+            raise EnsembleError(f"got {len(members)} members but {len(networks)} networks; "
+                                "they must pair up")  # fmt: skip
         if int(n_features) < 1 or int(n_classes) < 2:
-            raise EnsembleError(
-                f"need n_features >= 1 and n_classes >= 2; got {n_features} and {n_classes}"
-            )
+            raise EnsembleError(f"need n_features >= 1 and n_classes >= 2; got {n_features} "
+                                f"and {n_classes}")  # fmt: skip
         weights = np.array([float(m.weight) for m in members], dtype=np.float64)
         if not np.isfinite(weights).all() or (weights <= 0).any():
-            raise EnsembleError(
-                f"member weights must be finite and > 0 (drop zero-weight candidates); "
-                f"got {weights.tolist()}"
-            )
+            raise EnsembleError(f"member weights must be finite and > 0 (drop zero-weight "
+                                f"candidates); got {weights.tolist()}")  # fmt: skip
         if class_names is not None and len(class_names) != int(n_classes):
-            raise EnsembleError(
-                f"class_names has {len(class_names)} entries but n_classes is {n_classes}"
-            )
+            raise EnsembleError(f"class_names has {len(class_names)} entries but n_classes "
+                                f"is {n_classes}")  # fmt: skip
         self._members = list(members)
         self._networks = list(networks)
         self._weights = (weights / weights.sum()).tolist()

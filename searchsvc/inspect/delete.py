@@ -60,7 +60,7 @@ def plan_deletion(target: StudyTarget) -> DeletionPlan:
     Raises:
         StudyNotRunError: nothing of the study exists.
     """
-    from searchsvc.study_run import study_names
+    from searchsvc.search.storage import study_names
 
     storage = target.storage_url
     exists = (

@@ -62,7 +62,7 @@ def list_studies(
 def _storage_studies(storage: str) -> list[StudyListing]:
     import optuna
 
-    from searchsvc.study_run import study_names
+    from searchsvc.search.storage import study_names
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     listings = []

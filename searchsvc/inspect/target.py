@@ -54,7 +54,7 @@ class StudyTarget:
         """
         import optuna
 
-        from searchsvc.study_run import study_names
+        from searchsvc.search.storage import study_names
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         not_run = StudyNotRunError(f"{self.where}: study {self.name!r} has not run yet")

@@ -17,6 +17,7 @@ from searchsvc.errors import TrackingError
 from searchsvc.study.spec import StudySpec
 
 __all__ = [
+    "study_names",
     "StudyCounts",
     "TrialSummary",
     "count_trials",
@@ -273,3 +274,11 @@ def pareto_trials(study: optuna.Study, maximize_first: bool) -> list[optuna.tria
     front = retrying(lambda: study.best_trials, "best_trials")
     sign = -1.0 if maximize_first else 1.0
     return sorted(front, key=lambda t: (sign * t.values[0], t.number))
+
+
+def study_names(storage: str) -> list[str]:
+    """The names of the studies in an Optuna storage (raises TrackingError if unreachable)."""
+    try:
+        return optuna.study.get_all_study_names(storage=storage)
+    except Exception as exc:
+        raise TrackingError(f"Optuna storage {storage}: {exc}") from exc
