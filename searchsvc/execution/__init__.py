@@ -1,2 +1,3 @@
 """The Ray side, and the only code that imports Ray: the runner (``runner``), the trial
-trainable (``trainable``), the Tune callbacks (``callbacks``) and the schedulers."""
+trainable (``trainable``), the Tune callbacks (``callbacks``), the schedulers, and reseeds and
+refits as Ray tasks (``retrain``)."""

@@ -16,6 +16,7 @@ from searchsvc.testing import (
     TrainerContract,
     check_best_state_loads,
     check_objective_metrics_every_epoch,
+    check_refit_reports_weights_every_epoch,
     check_rejects_unknown_param,
     check_resume_matches_an_uninterrupted_run,
     check_same_seed_same_history,
@@ -89,6 +90,7 @@ class _Sound(BaseTrainer):
     name = "sound"
     objective_metrics = frozenset({"val_loss"})
     supports_resume = True
+    supports_refit = True  # it reports its weights every epoch and never stops early
 
     def check_params(self, params: Mapping[str, Any]) -> None:
         unknown = set(params) - {"lr"}
@@ -154,6 +156,20 @@ class _ForgetfulResume(_Sound):
         super().fit(params, data, report, options)
 
 
+class _RefitStopsEarly(_Sound):
+    def fit(self, params, data, report, options):
+        if options.refit:  # the defect: its own early stopping still ends a refit
+            options = replace(options, max_epochs=1)
+        super().fit(params, data, report, options)
+
+
+class _RefitKeepsOnlyTheFirstWeights(_Sound):
+    def emit(self, report, epoch_report: EpochReport) -> None:
+        if epoch_report.epoch > 1:  # the defect: later epochs "did not improve", no weights
+            epoch_report = replace(epoch_report, best_state=None)
+        report(epoch_report)
+
+
 class _MissingObjective(_Sound):
     objective_metrics = frozenset({"val_loss", "val_accuracy"})
 
@@ -174,6 +190,7 @@ def test_the_sound_trainer_passes_every_check() -> None:
         check_stop_propagates,
         check_resume_matches_an_uninterrupted_run,
         check_objective_metrics_every_epoch,
+        check_refit_reports_weights_every_epoch,
     ):
         check(_Sound(), {"lr": 0.1}, DATA, max_epochs=3)  # fmt: skip
     check_rejects_unknown_param(_Sound(), {"lr": 0.1}, "lerning_rate")
@@ -197,6 +214,20 @@ def test_a_swallowed_stop_fails_the_stop_check() -> None:
 def test_a_resume_that_does_not_continue_fails_the_resume_check() -> None:
     with pytest.raises(AssertionError, match="resumed after epoch 1, the trial's history differs"):
         check_resume_matches_an_uninterrupted_run(_ForgetfulResume(), {}, DATA, max_epochs=3)
+
+
+def test_a_refit_that_stops_early_fails_the_refit_check() -> None:
+    with pytest.raises(AssertionError, match=r"^a refit reported epochs \[1\], not 1..3$"):
+        check_refit_reports_weights_every_epoch(_RefitStopsEarly(), {}, DATA, max_epochs=3)
+
+
+def test_a_refit_without_weights_every_epoch_fails_the_refit_check() -> None:
+    with pytest.raises(
+        AssertionError, match=r"^a refit's reports of epochs \[2, 3\] carry no best_state$"
+    ):
+        check_refit_reports_weights_every_epoch(
+            _RefitKeepsOnlyTheFirstWeights(), {}, DATA, max_epochs=3
+        )
 
 
 def test_an_objective_metric_never_reported_fails_the_metrics_check() -> None:
