@@ -9,8 +9,7 @@ and neither counts toward ``n_trials``.
 
 This module is the Ray-free part (the jobs, their results, :func:`retrain`, which calls the
 trainer); ``searchsvc.execution.retrain`` runs the jobs on Ray workers, and the stages that
-want them (``searchsvc.ensemble.reseeds``, ``searchsvc.ensemble.refit``) reach it through
-:meth:`searchsvc.study_run.StudyRun.retrain`.
+want them are ``searchsvc.ensemble.reseeds`` and ``searchsvc.ensemble.refit``.
 """
 
 from __future__ import annotations

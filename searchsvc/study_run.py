@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +36,6 @@ from searchsvc.study.spec import StudySpec
 if TYPE_CHECKING:
     import optuna
 
-    from searchsvc.retraining import RetrainJob, RetrainResult
     from searchsvc.search.claim import StudyClaim
     from searchsvc.study.loader import Study
     from searchsvc.tracking import StudyTracker
@@ -190,15 +189,6 @@ class StudyRun:
 
             self.trainer_instance = resolve_trainer(self.spec.trainer, self.search_path)
         return self.trainer_instance
-
-    def retrain(
-        self, jobs: Sequence[RetrainJob], data: Dataset, *, deadline: float | None,
-        on_result: Callable[[RetrainResult], None],
-    ) -> list[RetrainResult]:  # fmt: skip
-        """Reseeds or refits on this run's Ray (see ``searchsvc.execution.retrain``)."""
-        from searchsvc.execution.retrain import run_on_ray
-
-        return run_on_ray(self, jobs, data, deadline=deadline, on_result=on_result)
 
     def enter(self, stage: str) -> None:
         """Say what the command does next (named if it stops there)."""

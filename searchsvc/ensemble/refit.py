@@ -22,6 +22,7 @@ import numpy as np
 
 from searchsvc.ensemble.members import rebuild_network
 from searchsvc.ensemble.retrain_runs import log_retrain_run
+from searchsvc.execution.retrain import run_on_ray
 from searchsvc.retraining import RetrainJob, RetrainResult, refit_data
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def refit_pool(
     def record(result: RetrainResult) -> None:
         log_retrain_run(run.tracker, run.spec, result, shape)
 
-    results = run.retrain(jobs, refit_data(data), deadline=None, on_result=record)
+    results = run_on_ray(run, jobs, refit_data(data), deadline=None, on_result=record)
     note.seconds = time.monotonic() - started
     bad = [r for r in results if not r.usable]
     if bad:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from searchsvc import keys
 from searchsvc.ensemble.candidates import ranked_trials
 from searchsvc.ensemble.retrain_runs import log_retrain_run, reseed_sources
+from searchsvc.execution.retrain import run_on_ray
 from searchsvc.retraining import RetrainJob, RetrainResult, reseed_seed
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def reseed_best(run: StudyRun, deadline: float | None) -> ReseedOutcome:
         else:
             setattr(outcome, result.status, getattr(outcome, result.status) + 1)
 
-    run.retrain(jobs, data.without_test(), deadline=deadline, on_result=record)
+    run_on_ray(run, jobs, data.without_test(), deadline=deadline, on_result=record)
     outcome.seconds = time.monotonic() - started
     return outcome
 
