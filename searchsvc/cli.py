@@ -329,6 +329,11 @@ def _print_ensemble(ensemble: Any) -> None:  # an EnsembleSummary (imported lazi
         out.print(f"ensemble model: {ensemble.model_uri}", highlight=False)
 
 
+def _member(trial: int, reseed: int) -> str:
+    """``7`` for a trial, ``7-reseed-1`` for its first reseed."""
+    return f"{trial}-reseed-{reseed}" if reseed else str(trial)
+
+
 def _fmt(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -373,7 +378,8 @@ def ensemble(
     if as_json:
         _print_json(summary.to_json())
         return
-    members = ", ".join(f"trial {m.trial} x{m.weight:.2f}" for m in summary.members)
+    members = ", ".join(f"trial {_member(m.trial, m.reseed)} x{m.weight:.2f}"
+                        for m in summary.members)  # fmt: skip
     out.print(f"members ({summary.method}): {members}", highlight=False)
     _print_ensemble(summary)
 

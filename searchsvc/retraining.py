@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,10 +26,12 @@ import numpy as np
 from searchsvc.errors import first_line
 from searchsvc.trainer import Dataset, EpochReport, FitOptions, Trainer, TrialStopped
 
-__all__ = ["RetrainJob", "RetrainResult", "refit_data", "retrain", "reseed_seed"]
+__all__ = ["NOT_STARTED", "RetrainJob", "RetrainResult", "refit_data", "retrain", "reseed_seed"]
 
 Kind = Literal["reseed", "refit"]
 Status = Literal["finished", "out_of_time", "not_started", "failed"]
+
+NOT_STARTED = "the time budget ran out before it started"
 
 RESEED_SEED_STRIDE = 1_000_003
 """A reseed's seed is its trial's seed plus ``index`` times this prime: far from every trial's
@@ -128,6 +130,7 @@ def retrain(
     max_epochs: int,
     deadline: float | None,
     device: str = "cpu",
+    clock: Callable[[], float] = time.time,
 ) -> RetrainResult:
     """Train ``job`` with ``trainer`` and say how it ended (never raises for the trainer's
     errors: a failed job is a result).
@@ -138,10 +141,11 @@ def retrain(
             learning-rate schedule is the one its trial followed.
         deadline: wall-clock time (``time.time()``) after which no job starts and a running
             one stops at its epoch's end; None for none.
+        clock: what tells the time (``time.time``; the tests give it a clock of their own).
     """
-    started = time.time()
+    started = clock()
     if deadline is not None and started >= deadline:
-        return RetrainResult(job, "not_started", "the time budget ran out before it started")
+        return RetrainResult(job, "not_started", NOT_STARTED)
     result = RetrainResult(job, "finished")
 
     def report(epoch_report: EpochReport) -> None:
@@ -155,7 +159,7 @@ def retrain(
             raise _Stop("failed", f"diverged at epoch {epoch_report.epoch}")
         if job.epochs is not None and epoch_report.epoch >= job.epochs:
             raise _Stop("finished", "")
-        if deadline is not None and time.time() >= deadline:
+        if deadline is not None and clock() >= deadline:
             raise _Stop("out_of_time", f"the time budget ran out after epoch {epoch_report.epoch}")
 
     options = FitOptions(
@@ -168,7 +172,7 @@ def retrain(
     except Exception as exc:  # the trainer's own code: the job fails, not the study
         result.status = "failed"
         result.reason = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-    result.seconds = time.time() - started
+    result.seconds = clock() - started
     if result.status == "finished":
         _check_finished(result)
     return result

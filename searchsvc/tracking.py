@@ -353,7 +353,11 @@ class StudyTracker(RunHandover):
         a number wins): a bounded read for checking the trials that finished last."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}'",
+            # Trial runs only: reseed and refit runs (no trial number) must not fill the window.
+            filter_string=(
+                f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}' "
+                f"and tags.`{keys.TAG_TRIAL}` IS NOT NULL"
+            ),
             max_results=limit,
             order_by=["attributes.start_time DESC"],
         )

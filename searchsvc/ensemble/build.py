@@ -39,6 +39,7 @@ from searchsvc.ensemble.metrics import accuracy, log_loss, scores
 from searchsvc.ensemble.predictor import Ensemble, Member, feature_range_of, member_val_probs
 from searchsvc.ensemble.pyfunc import log_ensemble, set_champion_if_better
 from searchsvc.ensemble.refit import RefitNote, refit_pool
+from searchsvc.ensemble.reseeds import planned_reseeds
 from searchsvc.ensemble.retrain_runs import reseed_sources
 from searchsvc.ensemble.selection import select_members
 from searchsvc.ensemble.summary import EnsembleSummary, MemberWeight, Scores, SkippedTrial
@@ -137,8 +138,8 @@ def _gather(
         )
     n_trials = len(pool)
     if spec.ensemble.reseed:
-        best = [t.number for t in ranked_trials(run.study, spec)[: spec.ensemble.reseed]]
-        sources = _reseed_sources(tracker, best)
+        _, plan = planned_reseeds(run.study, spec)
+        sources = _reseed_sources(tracker, [(trial.number, index) for trial, index in plan])
         reseeds, missing = gather_candidates(
             sources, download, trainer, data, folder, len(sources)
         )
@@ -146,9 +147,9 @@ def _gather(
     return pool, skipped, n_trials
 
 
-def _reseed_sources(tracker: StudyTracker, numbers: list[int]) -> list[Source]:
+def _reseed_sources(tracker: StudyTracker, pairs: list[tuple[int, int]]) -> list[Source]:
     try:
-        return reseed_sources(tracker, numbers)
+        return reseed_sources(tracker, pairs)
     except Exception as exc:
         if unreachable(exc):
             raise TrackingError(f"tracking server unreachable: {type(exc).__name__}") from None
@@ -306,7 +307,11 @@ def _log_to_parent(
         "ensemble_val_nll": summary.val_nll,
         "ensemble_val_accuracy": summary.val_accuracy,
     }
-    tested = (("best_single", summary.best_single), ("ensemble", summary.ensemble))
+    tested = (
+        ("best_single", summary.best_single), ("ensemble", summary.ensemble),
+        ("pre_refit_best_single", summary.pre_refit_best_single),
+        ("pre_refit_ensemble", summary.pre_refit_ensemble),
+    )  # fmt: skip
     for label, test_scores in tested:
         for name, value in dataclasses.asdict(test_scores).items() if test_scores else ():
             if math.isfinite(value):

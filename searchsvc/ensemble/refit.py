@@ -81,7 +81,10 @@ def refit_pool(
     shape = {"n_features": data.n_features, "n_classes": data.n_classes}
 
     def record(result: RetrainResult) -> None:
-        log_retrain_run(run.tracker, run.spec, result, shape)
+        try:
+            log_retrain_run(run.tracker, run.spec, result, shape)
+        except Exception:  # the run's history is lost, not the refit networks
+            logger.warning("%s: its MLflow run was not written", result.job.label, exc_info=True)
 
     results = run_on_ray(run, jobs, refit_data(data), deadline=None, on_result=record)
     note.seconds = time.monotonic() - started

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from searchsvc import keys
 from searchsvc.ensemble.candidates import ranked_trials
 from searchsvc.ensemble.retrain_runs import log_retrain_run, reseed_sources
+from searchsvc.errors import first_line
 from searchsvc.execution.retrain import run_on_ray
 from searchsvc.retraining import RetrainJob, RetrainResult, reseed_seed
 
@@ -75,19 +76,28 @@ def reseed_plan(ranked: list[optuna.trial.FrozenTrial], n: int) -> list[tuple[in
     return [(i % len(ranked), i // len(ranked) + 1) for i in range(n)]
 
 
+def planned_reseeds(
+    study: optuna.Study, spec: StudySpec
+) -> tuple[list[optuna.trial.FrozenTrial], list[tuple[optuna.trial.FrozenTrial, int]]]:
+    """The trials to reseed (best first) and the ``(trial, reseed number)`` pairs planned
+    (:func:`reseed_plan`): what the stage runs and the ensemble build reads, no more."""
+    ranked = ranked_trials(study, spec)[: spec.ensemble.reseed]
+    return ranked, [(ranked[p], k) for p, k in reseed_plan(ranked, spec.ensemble.reseed)]
+
+
 def reseed_jobs(run: StudyRun) -> tuple[list[optuna.trial.FrozenTrial], list[RetrainJob], int]:
     """The trials to reseed (best first), the jobs still to run for them, and how many of
     the planned reseeds an earlier run finished."""
     spec = run.spec
-    ranked = ranked_trials(run.study, spec)[: spec.ensemble.reseed]
-    plan = reseed_plan(ranked, spec.ensemble.reseed)
-    done = {(s.number, s.reseed) for s in reseed_sources(run.tracker, [t.number for t in ranked])}
-    jobs = []
-    for position, index in plan:
-        trial = ranked[position]
-        if (trial.number, index) not in done:
-            seed = reseed_seed(_trial_seed(spec, trial), index)
-            jobs.append(RetrainJob("reseed", trial.number, index, dict(trial.params), seed))
+    ranked, plan = planned_reseeds(run.study, spec)
+    pairs = [(trial.number, index) for trial, index in plan]
+    done = {(s.number, s.reseed) for s in reseed_sources(run.tracker, pairs)}
+    jobs = [
+        RetrainJob("reseed", trial.number, index, dict(trial.params),
+                   reseed_seed(_trial_seed(spec, trial), index))
+        for trial, index in plan
+        if (trial.number, index) not in done
+    ]  # fmt: skip
     return ranked, jobs, len(plan) - len(jobs)
 
 
@@ -105,7 +115,11 @@ def reseed_best(run: StudyRun, deadline: float | None) -> ReseedOutcome:
     shape = {"n_features": data.n_features, "n_classes": data.n_classes}
 
     def record(result: RetrainResult) -> None:
-        log_retrain_run(run.tracker, run.spec, result, shape)
+        try:
+            log_retrain_run(run.tracker, run.spec, result, shape)
+        except Exception as exc:  # MLflow refused it: this reseed is lost, not the others
+            result.status = "failed"
+            result.reason = f"not stored in MLflow: {type(exc).__name__}: {first_line(exc)}"
         if result.status == "failed":
             logger.warning("%s failed: %s", result.job.label, result.reason)
             outcome.failed.append(f"{result.job.label}: {result.reason}")

@@ -10,6 +10,7 @@ they are left out).
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -57,7 +58,7 @@ def log_retrain_run(
     }  # fmt: skip
     if job.kind == "reseed":
         tags[keys.TAG_RESEED] = str(job.index)
-        if value is not None:
+        if value is not None and math.isfinite(value):
             tags[keys.trial_tag("value")] = repr(float(value))
     params = {**job.params, "seed": job.seed}
     run_id = tracker.create_child_run(job.label, params, tags, what=f"{job.label} start")
@@ -98,9 +99,9 @@ def _store_weights(
         tracker.log_model(run_id, state_file, info)
 
 
-def reseed_sources(tracker: StudyTracker, numbers: list[int]) -> list[Source]:
-    """The finished reseeds of trials ``numbers`` in MLflow, as candidate sources, in the
-    order of ``numbers`` (then by reseed)."""
+def reseed_sources(tracker: StudyTracker, pairs: list[tuple[int, int]]) -> list[Source]:
+    """The finished reseeds ``(trial number, reseed number)`` of ``pairs`` that MLflow holds,
+    as candidate sources, in the order of ``pairs``."""
     runs = tracker.client.search_runs(
         [tracker.experiment_id],
         filter_string=(
@@ -115,5 +116,4 @@ def reseed_sources(tracker: StudyTracker, numbers: list[int]) -> list[Source]:
         number, index = int(tags[keys.TAG_RETRAIN_OF]), int(tags[keys.TAG_RESEED])
         value = float(tags.get(keys.trial_tag("value"), "nan"))
         found.setdefault((number, index), Source(number, value, run.info.run_id, reseed=index))
-    wanted = [key for key in found if key[0] in numbers]
-    return [found[key] for key in sorted(wanted, key=lambda k: (numbers.index(k[0]), k[1]))]
+    return [found[pair] for pair in pairs if pair in found]

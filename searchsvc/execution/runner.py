@@ -266,15 +266,29 @@ def _tuner(
     )
 
 
-def _reseed(run: StudyRun, budget: TimeBudget, console: Console) -> ReseedOutcome:
+def _reseed(run: StudyRun, budget: TimeBudget, console: Console) -> ReseedOutcome | None:
     """The reseeds, within what is left of the time budget (counted from now when the search
-    had nothing to run)."""
+    had nothing to run). The search succeeded: whatever stops the reseeds is said in one line
+    and the ensemble is built from the trials (MLflow away: it is owed, as it would be)."""
+    from searchsvc.deferred import unreachable
     from searchsvc.ensemble.reseeds import reseed_best
 
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    if run.tracker.pending:
+        say(f"no reseeds: {run.tracker.pending} MLflow update(s) still journaled")
+        return None
     if not budget.started:
         budget.start()
-    outcome = reseed_best(run, budget.wall_deadline())
-    console.print(outcome.line(), highlight=False, markup=False, soft_wrap=True)
+    try:
+        outcome = reseed_best(run, budget.wall_deadline())
+    except Exception as exc:
+        why = "tracking server unreachable" if unreachable(exc) else type(exc).__name__
+        say(f"no reseeds: {why}: {first_line(exc)}")
+        logger.debug("the reseeds failed", exc_info=True)  # the traceback, with -v
+        return None
+    say(outcome.line())
     return outcome
 
 

@@ -329,7 +329,13 @@ def _ensemble_members(data: StudyData) -> str:
                 data.parent.info.run_id, "ensemble/summary.json", tmp
             )
             summary = json.loads(Path(local).read_text())
-        members = ", ".join(f"trial {m['trial']} x{m['weight']:.2f}" for m in summary["members"])
-        return f" ({summary.get('method', '?')}: {members})"
+        members = ", ".join(
+            f"trial {m['trial']}" + (f"-reseed-{m['reseed']}" if m.get("reseed") else "")
+            + f" x{m['weight']:.2f}" for m in summary["members"]
+        )  # fmt: skip
+        refit = "; members and best single refit on training + validation" * bool(
+            summary.get("refit")
+        )
+        return f" ({summary.get('method', '?')}: {members}{refit})"
     except Exception:  # the scores alone still make the figure
         return ""

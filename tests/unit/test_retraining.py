@@ -23,13 +23,8 @@ class Recorder(BaseTrainer):
     objective_metrics = frozenset({"val_loss"})
     supports_refit = True
 
-    def __init__(self, *, every_epoch_on_refit: bool = True, sleep_s: float = 0.0,
-                 fail_at: int = 0) -> None:  # fmt: skip
-        self.every_epoch_on_refit, self.sleep_s, self.fail_at = (
-            every_epoch_on_refit,
-            sleep_s,
-            fail_at,
-        )
+    def __init__(self, *, every_epoch_on_refit: bool = True, fail_at: int = 0) -> None:
+        self.every_epoch_on_refit, self.fail_at = every_epoch_on_refit, fail_at
         self.seen: list[tuple[FitOptions, int]] = []
 
     def build_network(self, params: Mapping[str, Any], n_features: int, n_classes: int):
@@ -39,7 +34,6 @@ class Recorder(BaseTrainer):
             options: FitOptions) -> None:  # fmt: skip
         self.seen.append((options, len(data.x_train)))
         for epoch in range(1, options.max_epochs + 1):
-            time.sleep(self.sleep_s)
             if epoch == self.fail_at:
                 raise RuntimeError("boom")
             best = epoch % 2 == 1 or (options.refit and self.every_epoch_on_refit)
@@ -96,11 +90,15 @@ def test_no_job_starts_once_the_time_budget_ran_out() -> None:
 
 
 def test_a_running_job_stops_at_the_end_of_the_epoch_the_budget_runs_out_in() -> None:
-    trainer = Recorder(sleep_s=0.2)
-    result = retrain(trainer, _job(), contract_data(), max_epochs=50, deadline=time.time() + 0.3)
-    assert result.status == "out_of_time"
-    assert result.reason == f"the time budget ran out after epoch {len(result.history)}"
-    assert 1 <= len(result.history) <= 3
+    ticks = iter([0.0, 1.0, 2.0, 3.0, 4.0])  # the start, then after epochs 1, 2, 3; the end
+    result = retrain(Recorder(), _job(), contract_data(), max_epochs=50, deadline=2.5,
+                     clock=lambda: next(ticks))  # fmt: skip
+    assert (result.status, result.reason) == (
+        "out_of_time",
+        "the time budget ran out after epoch 3",
+    )
+    assert (len(result.history), result.best_epoch, result.seconds) == (3, 3, 4.0)
+    assert not result.usable, "a reseed cut by the budget is no candidate"
 
 
 def test_a_trainer_error_fails_the_job_with_its_first_line() -> None:

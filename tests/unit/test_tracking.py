@@ -149,3 +149,13 @@ def test_an_experiment_made_before_the_kind_tag_gets_it_when_the_study_runs_agai
     StudyTracker(uri, artifact_location=(tmp_path / "art").as_uri()).start_study(spec, "x: 1\n")
     tags = client.get_experiment(experiment_id).tags
     assert tags[keys.TAG_EXPERIMENT_KIND] == "custom_model_development"
+
+
+def test_reseed_and_refit_runs_never_fill_the_window_of_the_newest_trial_runs(tracker):
+    tracker.start_trial(0, {"lr": 0.1}, tags={})
+    for k in range(1, 13):  # newer than the trial's run, and more than the window holds
+        tags = {keys.TAG_RETRAIN: "reseed", keys.TAG_RETRAIN_OF: "0", keys.TAG_RESEED: str(k)}
+        tracker.create_child_run(f"reseed-0000-{k}", {"lr": 0.1}, tags, what="a reseed")
+    newest = tracker.newest_trial_runs(3)
+    assert list(newest) == [0]
+    assert newest[0].info.run_name == "trial-0000"
