@@ -26,6 +26,7 @@ from searchsvc.ensemble.retrain_runs import log_retrain_run, reseed_sources
 from searchsvc.errors import first_line
 from searchsvc.execution.retrain import run_on_ray
 from searchsvc.retraining import RetrainJob, RetrainResult, reseed_seed
+from searchsvc.search.space import trained_params
 
 if TYPE_CHECKING:
     import optuna
@@ -93,7 +94,8 @@ def reseed_jobs(run: StudyRun) -> tuple[list[optuna.trial.FrozenTrial], list[Ret
     pairs = [(trial.number, index) for trial, index in plan]
     done = {(s.number, s.reseed) for s in reseed_sources(run.tracker, pairs)}
     jobs = [
-        RetrainJob("reseed", trial.number, index, dict(trial.params),
+        # The trial's fixed params too: Optuna's params are only the sampled ones.
+        RetrainJob("reseed", trial.number, index, trained_params(trial.params, spec.search_space),
                    reseed_seed(_trial_seed(spec, trial), index))
         for trial, index in plan
         if (trial.number, index) not in done

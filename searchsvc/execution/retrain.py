@@ -78,7 +78,11 @@ def run_on_ray(
             ref = task.remote(spec.trainer, run.search_path, job, data_ref,
                               spec.budget.max_epochs, deadline, resources.cpus)  # fmt: skip
             running[ref] = index
-        done, _ = ray.wait(list(running), num_returns=1)
+        # With a timeout, so that Ctrl-C and SIGTERM are seen while jobs run (a wait without
+        # one blocks inside Ray, where Python's signal handlers do not run).
+        done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+        if not done:
+            continue
         index = running.pop(done[0])
         results[index] = _result_of(done[0], jobs[index])
         on_result(results[index])

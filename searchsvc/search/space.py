@@ -6,13 +6,14 @@ so the Optuna trial records exactly the params the network was built with.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
 from searchsvc.study.spec import CategoricalParam, FixedParam, FloatParam, IntParam, ParamSpec
 
-__all__ = ["suggest_params", "to_distribution"]
+__all__ = ["suggest_params", "trained_params", "to_distribution"]
 
 
 def suggest_params(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str, Any]:
@@ -37,6 +38,22 @@ def suggest_params(trial: optuna.Trial, space: dict[str, ParamSpec]) -> dict[str
                 )
             case CategoricalParam():
                 params[name] = trial.suggest_categorical(name, spec.choices)
+    return params
+
+
+def trained_params(
+    optuna_params: Mapping[str, Any], space: dict[str, ParamSpec]
+) -> dict[str, Any]:
+    """The params a trial trained with, from its Optuna params (``FrozenTrial.params``, which
+    hold no fixed param): what :func:`suggest_params` gave it, in file order."""
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if spec.when is not None and not spec.when.holds(params):
+            continue
+        if isinstance(spec, FixedParam):
+            params[name] = spec.value
+        elif name in optuna_params:
+            params[name] = optuna_params[name]
     return params
 
 

@@ -104,6 +104,9 @@ def test_a_reseed_is_an_mlflow_run_of_its_own_and_never_an_optuna_trial(study) -
         assert reseed.data.tags[keys.TAG_PARENT] == result["parent_run_id"]
     trial_runs = [r for r in _runs(path) if keys.TAG_TRIAL in r.data.tags]
     assert len(trial_runs) == 4
+    trial_params = {int(r.data.tags[keys.TAG_TRIAL]): r.data.params for r in trial_runs}
+    for number, reseed in by_trial.items():  # the fixed params too (patience 0, 1 layer ...)
+        assert {**reseed.data.params, "seed": ""} == {**trial_params[number], "seed": ""}
     assert result["reseeds"]["finished"] == 2
     assert sorted(result["ensemble"]["reseeds"]) == sorted(f"{n}-reseed-1" for n in by_trial)
     line = next(x for x in stderr.splitlines() if x.startswith("reseeds of trials"))

@@ -165,3 +165,20 @@ def test_hyperband_remembers_the_paused_losers_it_stops_through_the_controller()
     scheduler._process_bracket(controller, bracket)
     assert controller.stopped == ["loser"], "the real controller still stops the trial"
     assert stopped_trial_ids(scheduler) == {"loser"}
+
+
+def test_the_params_a_trial_trained_with_add_the_fixed_ones_whose_condition_holds() -> None:
+    from searchsvc.search.space import trained_params
+    from searchsvc.study.spec import StudySpec
+    from tests.helpers import base_study
+
+    space = StudySpec.model_validate(base_study(search_space={
+        "n_layers": {"type": "int", "low": 1, "high": 3},
+        "width_2": {"type": "int", "low": 8, "high": 64, "when": "n_layers >= 2"},
+        "patience": 0,
+        "momentum": {"type": "fixed", "value": 0.9, "when": "n_layers >= 2"},
+    })).search_space  # fmt: skip
+    assert trained_params({"n_layers": 1}, space) == {"n_layers": 1, "patience": 0}
+    assert trained_params({"n_layers": 2, "width_2": 9}, space) == {
+        "n_layers": 2, "width_2": 9, "patience": 0, "momentum": 0.9,
+    }  # fmt: skip
