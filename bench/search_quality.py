@@ -59,7 +59,7 @@ from rich.console import Console
 
 from searchsvc import keys
 from searchsvc.data.datasets import load_dataset
-from searchsvc.ensemble.candidates import gather_candidates
+from searchsvc.ensemble.candidates import gather_candidates, trial_sources
 from searchsvc.ensemble.members import rebuild_network
 from searchsvc.execution.runner import run_study  # imports no Ray: its Ray settings come first
 from searchsvc.search.space import suggest_params
@@ -221,8 +221,8 @@ def run_service(arm: str, seed: int, s: Settings, folder: Path) -> dict[str, Any
 
     with tempfile.TemporaryDirectory(prefix="searchsvc-sq-model-") as tmp:
         best = [trials[chosen["number"]]]
-        pool, skipped = gather_candidates(best, tracker.trial_runs(), download, run.trainer,
-                                          run.data, Path(tmp), 1)  # fmt: skip
+        sources = trial_sources(best, tracker.trial_runs())
+        pool, skipped = gather_candidates(sources, download, run.trainer, run.data, Path(tmp), 1)
     if pool:
         chosen["stored_val_accuracy"], chosen["test_accuracy"] = scores(pool[0].network, run.data)
     else:

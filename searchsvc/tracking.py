@@ -356,7 +356,7 @@ class StudyTracker(RunHandover):
             # Trial runs only: reseed and refit runs (no trial number) must not fill the window.
             filter_string=(
                 f"tags.`{keys.TAG_PARENT}` = '{self.parent_run_id}' "
-                f"and tags.`{keys.TAG_TRIAL}` IS NOT NULL"
+                f"and tags.`{keys.TAG_TRIAL}` != ''"  # has the tag (runs without it never match)
             ),
             max_results=limit,
             order_by=["attributes.start_time DESC"],
