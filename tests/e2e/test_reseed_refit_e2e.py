@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from searchsvc.ensemble.build import build_study_ensemble
 from searchsvc.retraining import reseed_seed
 from searchsvc.study.loader import load_study
 from searchsvc.study_run import StudyRun
+from tests.helpers import searchsvc_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -51,12 +50,6 @@ STUDY = {
 }
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "searchsvc", *args], capture_output=True, text=True, timeout=900
-    )
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, data_dir):
     """The study file, run once with two reseeds and a refit."""
@@ -65,7 +58,7 @@ def study(tmp_path_factory, data_dir):
     spec = {**STUDY, "dataset": {**STUDY["dataset"], "data_dir": str(data_dir)}}
     spec["workdir"] = str(folder / "work")
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    done = _cli("run", str(path), "--json")
+    done = searchsvc_cli(folder, "run", str(path), "--json", timeout=900)
     assert done.returncode == 0, done.stderr
     return path, json.loads(done.stdout), done.stderr
 
@@ -144,8 +137,9 @@ def test_the_refit_retrains_every_member_and_the_best_single_for_their_best_epoc
 def test_the_time_budget_covers_the_reseeds_and_finished_ones_are_kept(study) -> None:
     path, _, _ = study
     # The search is done: the budget starts with the reseeds and is gone before the first.
-    again = _cli("run", str(path), "--set", "ensemble.reseed=3", "--set",
-                 "budget.time_budget_s=0.001", "--set", "ensemble.refit=false")  # fmt: skip
+    sets = ["ensemble.reseed=3", "budget.time_budget_s=0.001", "ensemble.refit=false"]
+    options = [part for item in sets for part in ("--set", item)]
+    again = searchsvc_cli(path.parent, "run", str(path), *options, timeout=900)
     assert again.returncode == 0, again.stderr
     line = next(x for x in again.stderr.splitlines() if x.startswith("reseeds of trials"))
     assert ": 0 finished, 2 kept from an earlier run, 1 cut by the time budget in " in line
