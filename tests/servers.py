@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,11 +72,19 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def drop_connections(base_url: str, database: str, *, refuse_for_s: float = 0.0) -> int:
+def drop_connections(
+    base_url: str,
+    database: str,
+    *,
+    refuse_for_s: float = 0.0,
+    refuse_until: Callable[[], bool] | None = None,
+) -> int:
     """Terminate every open connection to ``database`` (a dropped connection, as in a blip).
 
     With ``refuse_for_s``, new connections to it are refused for that long too (as while the
-    server restarts), so the next storage calls fail instead of quietly reconnecting.
+    server restarts), so the next storage calls fail instead of quietly reconnecting. With
+    ``refuse_until`` as well, they are refused until it returns true, ``refuse_for_s`` being
+    the longest: a fixed window can fall between two storage calls and prove nothing.
     """
     import psycopg2
 
@@ -93,7 +101,12 @@ def drop_connections(base_url: str, database: str, *, refuse_for_s: float = 0.0)
         )
         (count,) = cursor.fetchone()
         if refuse_for_s:
-            time.sleep(refuse_for_s)
+            deadline = time.monotonic() + refuse_for_s
+            while not (refuse_until and refuse_until()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                time.sleep(min(left, 0.2) if refuse_until else left)
             cursor.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     connection.close()
     return int(count)

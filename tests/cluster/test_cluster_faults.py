@@ -138,24 +138,33 @@ def test_two_nodes_postgres_and_tracking_server_survive_a_dropped_db_connection(
         storage = f"{pg}/optuna"
         path = write_study(_digits_study("multinode", tmp_path / "w", n_trials=6, epochs=4))
         dropped: list[int] = []
+        stderr = tmp_path / "run.stderr"
+        stderr.touch()
+
+        def retried() -> bool:
+            return "; retry 1 in" in stderr.read_text()
 
         def drop_once() -> None:
             _wait_for(lambda: _finished(storage, "multinode") >= 1)
-            dropped.append(drop_connections(pg, "optuna", refuse_for_s=3.0))
+            # Refused until the run has retried a storage call (at most 20 s, inside the
+            # retries' 31.5 s), not for a fixed window that might fall between two calls.
+            dropped.append(drop_connections(pg, "optuna", refuse_for_s=20.0, refuse_until=retried))
 
         dropper = threading.Thread(target=drop_once, daemon=True)
         dropper.start()
         # The command a user runs against a cluster and a tracking server.
-        proc = subprocess.run(
-            [sys.executable, "-m", "searchsvc", "run", str(path), "--address", address,
-             "--tracking-uri", server.url, "--storage", storage],
-            capture_output=True, text=True, cwd=tmp_path, timeout=600,
-            env={**NO_RAY_AUTH, "PYTHONWARNINGS": "ignore"},
-        )  # fmt: skip
+        with stderr.open("w") as err:
+            proc = subprocess.run(
+                [sys.executable, "-m", "searchsvc", "run", str(path), "--address", address,
+                 "--tracking-uri", server.url, "--storage", storage],
+                stdout=subprocess.PIPE, stderr=err, text=True, cwd=tmp_path, timeout=600,
+                env={**NO_RAY_AUTH, "PYTHONWARNINGS": "ignore"},
+            )  # fmt: skip
         dropper.join(timeout=60)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        logged = stderr.read_text()
+        assert proc.returncode == 0, logged[-3000:]
         assert dropped and dropped[0] >= 1, "the database connection was really dropped"
-        assert "Optuna storage: " in proc.stderr and "; retry 1 in" in proc.stderr, (
+        assert "Optuna storage: " in logged and "; retry 1 in" in logged, (
             "storage calls failed while the database refused connections, and were retried"
         )
 
