@@ -108,8 +108,9 @@ def main() -> None:
     if not args.score_only:
         wall, result = run_study(args.study, workdir)
         summary = result["ensemble"]
+        reseeds = result["reseeds"] or "none"
         print(f"wall time: {wall / 60:.1f} min ({result['complete']} complete, "
-              f"{result['pruned']} pruned trials; reseeds {result['reseeds']})")  # fmt: skip
+              f"{result['pruned']} pruned trials; reseeds: {reseeds})")  # fmt: skip
         for label in ("best_single", "ensemble"):
             s = summary[label]
             print(f"{label}: test accuracy {s['accuracy']:.4f}, NLL {s['nll']:.4f}, "
