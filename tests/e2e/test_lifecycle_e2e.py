@@ -60,7 +60,14 @@ def _start(project: Path, *hook: str, env: dict[str, str] | None = None) -> subp
     return subprocess.Popen(
         [*command, "run", "study.yaml"], cwd=project, env=environment,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )  # fmt: skip
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default in the run, as in a terminal's foreground: a suite started in the
+    background (``cmd &``) ignores SIGINT, and Python then installs no Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(marker: Path, proc: subprocess.Popen, timeout_s: float = 180) -> None:
