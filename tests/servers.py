@@ -102,11 +102,9 @@ def drop_connections(
         (count,) = cursor.fetchone()
         if refuse_for_s:
             deadline = time.monotonic() + refuse_for_s
-            while not (refuse_until and refuse_until()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                time.sleep(min(left, 0.2) if refuse_until else left)
+            done = refuse_until or (lambda: False)
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.2)
             cursor.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     connection.close()
     return int(count)
