@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 _WIDTH_KEY = re.compile(r"width_([1-9][0-9]*)")
-_CHOICE_KEYS = ("activation", "init", "norm", "optimizer", "lr_schedule")
+_CHOICE_KEYS = ("activation", "init", "norm", "optimizer", "lr_schedule", "keep_weights")
 _FLAGS = ("diagnostics",)
 
 Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout"]
@@ -36,6 +36,7 @@ Init = Literal[
 Norm = Literal["none", "batch", "layer"]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 LRSchedule = Literal["none", "cosine", "step"]
+KeepWeights = Literal["best", "last"]
 _Probability = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
 _NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 _Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -104,6 +105,11 @@ class MLPParams(BaseModel):
         5,
         ge=0,
         description="early stopping after this many epochs without a better val_loss (0: off)",
+    )
+    keep_weights: KeepWeights = Field(
+        "best",
+        description="the weights a trial keeps: best (its lowest val_loss epoch) or last (the "
+        "epoch it ends at, e.g. the end of a decaying schedule)",
     )
     diagnostics: bool = Field(True, description="per-layer metrics and activation histograms")
 

@@ -210,16 +210,19 @@ def _epoch(run: _Run, epoch: int) -> tuple[EpochReport, dict[str, str] | None]:
     run.rng = capture_rng(run.shuffle, run.dev)
 
     diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
-    # A refit's validation split is part of its training data: every epoch's weights are
-    # reported (the service keeps those of the epoch it stops at) and nothing stops early.
-    improved = not diverged and (run.refit or val_loss < progress.best_val_loss)
-    best_state = None
+    improved = not diverged and val_loss < progress.best_val_loss
     if improved:
-        best_state = cpu_copy(run.model.state_dict())
-        progress.best_val_loss, progress.best_epoch = val_loss, epoch
-        progress.best_state, progress.bad_epochs = best_state, 0
+        progress.best_val_loss, progress.bad_epochs = val_loss, 0
     else:
         progress.bad_epochs += 1
+    # A refit's validation split is part of its training data, and `keep_weights: last` asks
+    # for the final epoch's weights: then every epoch's weights are reported (the service
+    # keeps those of the epoch the trial ends at). A refit never stops early.
+    keep = not diverged and (improved or run.refit or p.keep_weights == "last")
+    best_state = None
+    if keep:
+        best_state = cpu_copy(run.model.state_dict())
+        progress.best_epoch, progress.best_state = epoch, best_state
     early_stop = (
         p.patience > 0 and progress.bad_epochs >= p.patience and not diverged and not run.refit
     )

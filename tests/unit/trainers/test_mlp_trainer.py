@@ -364,3 +364,31 @@ def test_a_refit_trains_every_epoch_past_its_patience_and_reports_each_epochs_we
     final = refit[-1].best_state
     network = trainer.build_network(params, data.n_features, data.n_classes)
     network.load_state_dict(final)  # the network's state as it stands, loadable
+
+
+def test_keep_weights_last_keeps_the_final_epoch_although_val_loss_rose_and_patience_counts(
+    synthetic: Dataset,
+) -> None:
+    # A learning rate this high makes the validation loss rise after its first epochs.
+    params = {"n_layers": 1, "width": 16, "lr": 0.5, "patience": 0, "diagnostics": False}
+    data = synthetic
+    rec, best = run(data, params, 6)
+    assert best.best_epoch < 6, "the setting must make the validation loss rise"
+
+    rec, last = run(data, {**params, "keep_weights": "last"}, 6)
+    assert [r.epoch for r in rec.reports if r.best_state is not None] == [1, 2, 3, 4, 5, 6]
+    assert last.best_epoch == 6
+    network = trainer.build_network(params, data.n_features, data.n_classes)
+    network.load_state_dict(last.best_state)
+    loss, _ = evaluate(network, torch.from_numpy(data.x_val), torch.from_numpy(data.y_val))
+    assert loss == pytest.approx(rec.reports[-1].metrics["val_loss"], rel=1e-5)
+
+    # Early stopping still counts epochs without a better val_loss, and keeps the last epoch.
+    rec, stopped = run(data, {**params, "keep_weights": "LAST", "patience": 1}, 8)
+    assert stopped.best_epoch == rec.reports[-1].epoch < 8
+
+
+def test_keep_weights_other_than_best_or_last_is_rejected_by_name(synthetic: Dataset) -> None:
+    with pytest.raises(ValueError) as raised:
+        run(synthetic, {**SMALL, "keep_weights": "final"}, 1)
+    assert str(raised.value) == "keep_weights: unknown value 'final'; expected one of best, last"
