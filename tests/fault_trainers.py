@@ -66,3 +66,19 @@ class SlowMLPTrainer(MLPTrainer):
 
 
 slow_mlp = SlowMLPTrainer()
+
+
+class RefitFailsTrainer(MLPTrainer):
+    """The MLP trainer, except that a refit (``options.refit``) raises at once."""
+
+    name = "refit_fails"
+
+    def fit(
+        self, params: Mapping[str, Any], data: Dataset, report: ReportFn, options: FitOptions
+    ) -> None:
+        if options.refit:
+            raise RuntimeError("a refit refused on purpose")
+        super().fit(params, data, report, options)
+
+
+refit_fails = RefitFailsTrainer()
