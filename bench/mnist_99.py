@@ -7,8 +7,11 @@ ensemble's and best single trial's test accuracy, NLL and ECE, from the command'
 Then, after the fact, the curve: for each moment a network finished (a completed trial or a
 reseed, by its end time in Optuna or MLflow), the greedy ensemble the build would have chosen
 on the validation split among the networks finished by then, and its test accuracy and NLL.
-The test split chooses nothing; it is scored here only. "Full runs" counts the networks that
-trained to their end (complete trials, finished reseeds) with stored weights.
+The test split chooses nothing; it is scored here only. With ``refit: true`` the first lines
+are the refit networks' scores and ``pre_refit_*`` the networks as searched; the curve is
+always the networks as searched (the refit comes after the last of them). "Full runs" counts
+the networks that trained to their end (complete trials, finished reseeds) with stored
+weights.
 
 Usage: python bench/mnist_99.py [--study studies/mnist_99.yaml] [--workdir DIR] [--score-only]
 """
@@ -111,7 +114,13 @@ def main() -> None:
         reseeds = result["reseeds"] or "none"
         print(f"wall time: {wall / 60:.1f} min ({result['complete']} complete, "
               f"{result['pruned']} pruned trials; reseeds: {reseeds})")  # fmt: skip
-        for label in ("best_single", "ensemble"):
+        labels = ["best_single", "ensemble"]
+        if summary.get("refit"):
+            print(f"refit on training + validation data: {', '.join(summary['refit'])}")
+            labels += ["pre_refit_best_single", "pre_refit_ensemble"]
+        elif summary.get("refit_failed"):
+            print(f"refit failed: {summary['refit_failed']}")
+        for label in labels:
             s = summary[label]
             print(f"{label}: test accuracy {s['accuracy']:.4f}, NLL {s['nll']:.4f}, "
                   f"ECE {s['ece']:.4f}")  # fmt: skip

@@ -5,6 +5,7 @@ The training loop itself (``trainers.mlp.training``) calls these once per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ __all__ = [
     "to_tensors",
     "train_epoch",
     "train_eval_indices",
+    "training_autocast",
     "train_eval_subset",
 ]
 
@@ -90,6 +92,7 @@ def train_epoch(
     step = step_function(optimizer)
     loss_sum = torch.zeros((), device=dev)
     seen = 0
+    autocast = training_autocast(dev, p)
     model.train()
     # Per batch only what the step needs: the gather, the forward and backward, the update.
     # Gradients are dropped by hand (``zero_grad(set_to_none=True)`` does the same behind a
@@ -101,7 +104,8 @@ def train_epoch(
             break  # batch norm cannot train on a single sample; skip the lone last one
         xb = t.x_train.index_select(0, idx)
         yb = t.y_train.index_select(0, idx)
-        loss, ce, _ = batch_loss(model, xb, yb, p.l1)
+        with autocast:
+            loss, ce, _ = batch_loss(model, xb, yb, p.l1)
         for q in params:
             q.grad = None
         loss.backward()
@@ -117,6 +121,19 @@ def train_epoch(
         if (i + 1) % _FINITE_CHECK_EVERY == 0 and not bool(torch.isfinite(loss_sum)):
             break  # diverged: no point finishing the epoch
     return loss_sum.item() / seen
+
+
+def training_autocast(
+    dev: torch.device, p: MLPParams
+) -> contextlib.AbstractContextManager[object]:
+    """The context the training pass's forward and loss run in: autocast to bfloat16 for
+    ``precision: bfloat16`` (matmuls in bfloat16, which CPUs with AMX and recent GPUs run
+    several times faster than float32; softmax and the loss stay float32, and so do the
+    weights, their gradients and the optimiser state), otherwise nothing. Entered once per
+    batch: ``torch.autocast`` may be entered again after each exit."""
+    if p.precision != "bfloat16":
+        return contextlib.nullcontext()
+    return torch.autocast(dev.type, dtype=torch.bfloat16)
 
 
 def train_eval_indices(n_train: int, seed: int) -> np.ndarray | None:

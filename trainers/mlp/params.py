@@ -25,7 +25,9 @@ __all__ = [
 ]
 
 _WIDTH_KEY = re.compile(r"width_([1-9][0-9]*)")
-_CHOICE_KEYS = ("activation", "init", "norm", "optimizer", "lr_schedule", "keep_weights")
+_CHOICE_KEYS = (
+    "activation", "init", "norm", "optimizer", "lr_schedule", "keep_weights", "precision",
+)  # fmt: skip
 _FLAGS = ("diagnostics",)
 
 Activation = Literal["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout"]
@@ -37,6 +39,7 @@ Norm = Literal["none", "batch", "layer"]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 LRSchedule = Literal["none", "cosine", "step"]
 KeepWeights = Literal["best", "last"]
+Precision = Literal["float32", "bfloat16"]
 _Probability = Annotated[float, Field(ge=0.0, lt=1.0, allow_inf_nan=False)]
 _NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 _Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -110,6 +113,11 @@ class MLPParams(BaseModel):
         "best",
         description="the weights a trial keeps: best (its lowest val_loss epoch) or last (the "
         "epoch it ends at, e.g. the end of a decaying schedule)",
+    )
+    precision: Precision = Field(
+        "float32",
+        description="bfloat16: the training pass's matmuls in bfloat16 (autocast; weights, "
+        "gradients and optimiser state stay float32; evaluations in float32)",
     )
     diagnostics: bool = Field(True, description="per-layer metrics and activation histograms")
 
