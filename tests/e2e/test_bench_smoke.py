@@ -67,3 +67,23 @@ def test_time_to_good_model_prints_each_seed_and_the_median(data_dir):
     assert len(lines) == len(expected), lines
     for line, pattern in zip(lines, expected, strict=True):
         assert re.fullmatch(pattern, line), (pattern, line)
+
+
+def test_precision_speed_prints_each_arm_and_the_ratio(data_dir):
+    lines = _bench("bench/precision_speed.py", "--epochs", "2", "--samples", "2000",
+                   "--data-dir", str(data_dir))  # fmt: skip
+    arm = (
+        f"epochs 2-2 median {NUMBER} s \\(min {NUMBER}, max {NUMBER}\\), last {NUMBER} s; "
+        f"\\d+ training images/s; validation accuracy [01]\\.\\d{{4}}"
+    )
+    expected = [
+        "network: 784-1024-1024-10 ReLU, dropout 0.2 / 0.5, max-norm 3, Adam, batch 128; "
+        "2000 training images, one thread, 2 epochs per arm",
+        f"float32: {arm}",
+        f"bfloat16: {arm}",
+        f"float32, no flush: {arm}",
+        f"bfloat16 / float32, median epoch: {NUMBER}x",
+    ]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected, strict=True):
+        assert re.fullmatch(pattern, line), (pattern, line)
