@@ -111,17 +111,19 @@ class MLPTrainer(BaseTrainer):
         epoch is reported (``diverged=True``) and ends the run; exceptions raised by
         ``report`` (the service's stop) propagate.
         """
-        # Denormal floats are flushed to zero while fitting (this thread's CPU setting, off
-        # again after): Adam's moment estimates for weights that never get a gradient (the
+        # Denormal floats are flushed to zero while fitting, then the setting is put back as
+        # it was. Adam's moment estimates for weights that never get a gradient (the
         # constant-zero border pixels of MNIST) decay into the denormal range within a few
-        # epochs, and arithmetic on denormals is slow on x86: a 1024-1024 dropout network's
-        # epoch grew from 6.0 to 8.0 s over five epochs without the flush, and stayed at
-        # 6.0-6.3 s with it. Values below 1.2e-38 become 0; the losses were unchanged.
+        # epochs, and arithmetic on denormals is slow on x86: bench/precision_speed.py's
+        # 1024-1024 dropout network took 9.48 s a median epoch without the flush (its last
+        # 9.84 s), 7.17 s with it. Values below 1.2e-38 become 0. It is a per-thread CPU
+        # setting: with ``cpus > 1`` torch's other intra-op threads keep computing denormals.
+        was_flushing = _flushing_denormals()
         flushing = torch.set_flush_denormal(True)
         try:
             self._fit(params, data, report, options)
         finally:
-            if flushing:
+            if flushing and not was_flushing:
                 torch.set_flush_denormal(False)
 
     def _fit(
@@ -139,6 +141,11 @@ class MLPTrainer(BaseTrainer):
             if finished is not None:
                 log.info("%s", finished["reason"])
                 return
+
+
+def _flushing_denormals() -> bool:
+    """Whether this thread already flushes denormals (torch has no getter for it)."""
+    return float((torch.tensor([1e-39]) * 2)[0]) == 0.0
 
 
 @dataclass

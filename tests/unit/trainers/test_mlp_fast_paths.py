@@ -76,12 +76,60 @@ def test_a_precision_other_than_float32_or_bfloat16_is_rejected_by_name(
     )
 
 
+FLUSH_SUPPORTED = torch.set_flush_denormal(False)  # False on CPUs without FTZ/DAZ
+
+
+def twice_a_denormal() -> float:
+    return float((torch.tensor([1e-39]) * 2)[0])
+
+
+@pytest.mark.skipif(not FLUSH_SUPPORTED, reason="this CPU cannot flush denormals")
 def test_denormals_are_flushed_to_zero_while_fitting_and_not_after(synthetic: Dataset) -> None:
-    tiny = torch.tensor([1e-39])  # a denormal float32
     during: list[float] = []
-    fit(synthetic, PARAMS, 2, report=lambda _rep: during.append(float((tiny * 2)[0])))
+    fit(synthetic, PARAMS, 2, report=lambda _rep: during.append(twice_a_denormal()))
     assert during == [0.0, 0.0]
-    assert float((tiny * 2)[0]) == pytest.approx(2e-39, rel=1e-3)
+    assert twice_a_denormal() == pytest.approx(2e-39, rel=1e-3)
+
+
+@pytest.mark.skipif(not FLUSH_SUPPORTED, reason="this CPU cannot flush denormals")
+def test_a_fit_leaves_the_flush_on_when_the_caller_had_turned_it_on(synthetic: Dataset) -> None:
+    torch.set_flush_denormal(True)
+    try:
+        fit(synthetic, PARAMS, 1)
+        assert twice_a_denormal() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"norm": "batch", "activation": "maxout", "l1": 1e-5},
+        {"norm": "layer", "activation": "prelu", "diagnostics": True},
+        {"activation": "leaky_relu", "clip_norm": 1.0, "optimizer": "nesterov"},
+    ],
+)
+def test_bfloat16_trains_every_layer_kind_to_finite_float32_weights(
+    synthetic: Dataset, extra: dict
+) -> None:
+    reports = fit(synthetic, {**PARAMS, **extra, "precision": "bfloat16"}, 2)
+    assert not reports[-1].diverged
+    assert reports[-1].metrics["val_loss"] < reports[0].metrics["train_loss"] * 2
+    for tensor in reports[-1].best_state.values():
+        assert tensor.dtype in (torch.float32, torch.int64) and bool(torch.isfinite(tensor).all())
+
+
+def test_a_bfloat16_trial_resumes_identically(synthetic: Dataset) -> None:
+    params = {**PARAMS, "precision": "bfloat16", "lr_schedule": "cosine"}
+    whole = fit(synthetic, params, 3)
+    head: list[EpochReport] = []
+    trainer.fit(params, synthetic, head.append, FitOptions(max_epochs=3, seed=0))
+    state = head[0].training_state
+    tail: list[EpochReport] = []
+    options = FitOptions(max_epochs=3, seed=0, resume_from=state)
+    trainer.fit(params, synthetic, tail.append, options)
+    assert [r.epoch for r in tail] == [2, 3]
+    assert [r.metrics["val_loss"] for r in tail] == [r.metrics["val_loss"] for r in whole[1:]]
 
 
 def test_dropout_keeps_each_value_with_the_keep_rate_scaled_and_passes_gradient_through_it() -> (
@@ -100,3 +148,5 @@ def test_dropout_keeps_each_value_with_the_keep_rate_scaled_and_passes_gradient_
     assert torch.equal(drop.eval()(x), x)
     bf16 = drop.train()(x.detach().bfloat16())
     assert bf16.dtype == torch.bfloat16
+    # 2 / 0.7 rounded to bfloat16 (8 bits of mantissa): the scale's error is bfloat16's own.
+    assert set(bf16.unique().tolist()) == {0.0, float(torch.tensor(2 / 0.7).bfloat16())}
