@@ -28,8 +28,8 @@ __all__ = [
     "to_tensors",
     "train_epoch",
     "train_eval_indices",
-    "training_autocast",
     "train_eval_subset",
+    "training_autocast",
 ]
 
 EVAL_BATCH = 8192  # samples per forward pass of evaluate (no gradients, so memory is cheap)

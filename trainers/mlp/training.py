@@ -37,10 +37,11 @@ reports ``rbm_pretrain_time_s`` (the whole pre-training, wall clock, not part of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,41 +112,40 @@ class MLPTrainer(BaseTrainer):
         epoch is reported (``diverged=True``) and ends the run; exceptions raised by
         ``report`` (the service's stop) propagate.
         """
-        # Denormal floats are flushed to zero while fitting, then the setting is put back as
-        # it was. Adam's moment estimates for weights that never get a gradient (the
-        # constant-zero border pixels of MNIST) decay into the denormal range within a few
-        # epochs, and arithmetic on denormals is slow on x86: bench/precision_speed.py's
-        # 1024-1024 dropout network took 9.48 s a median epoch without the flush (its last
-        # 9.84 s), 7.17 s with it. Values below 1.2e-38 become 0. It is a per-thread CPU
-        # setting: with ``cpus > 1`` torch's other intra-op threads keep computing denormals.
-        was_flushing = _flushing_denormals()
-        flushing = torch.set_flush_denormal(True)
-        try:
-            self._fit(params, data, report, options)
-        finally:
-            if flushing and not was_flushing:
-                torch.set_flush_denormal(False)
-
-    def _fit(
-        self, params: Mapping[str, Any], data: Dataset, report: ReportFn, options: FitOptions
-    ) -> None:
-        run = _setup(params, data, options)
-        if run is None:
-            return
-        resume_from = options.resume_from
-        first_epoch = int(resume_from["epoch"]) + 1 if resume_from is not None else 1
-        for epoch in range(first_epoch, options.max_epochs + 1):
-            epoch_report, finished = _epoch(run, epoch)
-            log.debug("epoch %d: %s", epoch, epoch_report.metrics)
-            report(epoch_report)
-            if finished is not None:
-                log.info("%s", finished["reason"])
+        with _denormals_flushed():
+            run = _setup(params, data, options)
+            if run is None:
                 return
+            resume_from = options.resume_from
+            first_epoch = int(resume_from["epoch"]) + 1 if resume_from is not None else 1
+            for epoch in range(first_epoch, options.max_epochs + 1):
+                epoch_report, finished = _epoch(run, epoch)
+                log.debug("epoch %d: %s", epoch, epoch_report.metrics)
+                report(epoch_report)
+                if finished is not None:
+                    log.info("%s", finished["reason"])
+                    return
 
 
-def _flushing_denormals() -> bool:
-    """Whether this thread already flushes denormals (torch has no getter for it)."""
-    return float((torch.tensor([1e-39]) * 2)[0]) == 0.0
+@contextlib.contextmanager
+def _denormals_flushed() -> Iterator[None]:
+    """Denormal floats flushed to zero inside, the setting put back as it was after.
+
+    Adam's moment estimates for weights that never get a gradient (the constant-zero border
+    pixels of MNIST) decay into the denormal range within a few epochs, and arithmetic on
+    denormals is slow on x86: bench/precision_speed.py's 1024-1024 dropout network took 9.48 s
+    a median epoch without the flush (its last 9.84 s), 7.17 s with it. Values below 1.2e-38
+    become 0. It is a per-thread CPU setting: with ``cpus > 1`` torch's other intra-op threads
+    keep computing denormals.
+    """
+    # torch has no getter for the setting: a flushed denormal doubles to 0.
+    was_flushing = float((torch.tensor([1e-39]) * 2)[0]) == 0.0
+    flushing = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if flushing and not was_flushing:
+            torch.set_flush_denormal(False)
 
 
 @dataclass

@@ -122,9 +122,7 @@ def test_bfloat16_trains_every_layer_kind_to_finite_float32_weights(
 def test_a_bfloat16_trial_resumes_identically(synthetic: Dataset) -> None:
     params = {**PARAMS, "precision": "bfloat16", "lr_schedule": "cosine"}
     whole = fit(synthetic, params, 3)
-    head: list[EpochReport] = []
-    trainer.fit(params, synthetic, head.append, FitOptions(max_epochs=3, seed=0))
-    state = head[0].training_state
+    state = whole[0].training_state
     tail: list[EpochReport] = []
     options = FitOptions(max_epochs=3, seed=0, resume_from=state)
     trainer.fit(params, synthetic, tail.append, options)
