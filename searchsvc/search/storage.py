@@ -63,12 +63,18 @@ def _is_storage_internal(exc: BaseException) -> bool:
 
 
 def _is_transient(exc: BaseException) -> bool:
-    """A lost or refused connection (or a locked SQLite file), not a bad statement."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    """A lost or refused connection (or a locked SQLite file), not a bad statement.
+
+    ``PendingRollbackError`` counts too: it is what the next statement of a session raises
+    after its connection was lost mid-transaction. Optuna's ``_get_trials`` catches the
+    dropped connection's ``OperationalError`` as "too many variables" and falls back to a
+    second query in the same session, so that is the error a dropped connection surfaces as.
+    """
+    from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
     if _is_storage_internal(exc):
         exc = exc.__cause__  # type: ignore[assignment]
-    if isinstance(exc, OperationalError):
+    if isinstance(exc, OperationalError | PendingRollbackError):
         return True
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 

@@ -7,7 +7,7 @@ import threading
 
 import optuna
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 
 from searchsvc.search import storage
 from searchsvc.search.storage import (
@@ -32,6 +32,27 @@ def test_dropped_connection_is_retried_until_the_call_succeeds(monkeypatch):
 
     assert retrying(flaky, "test") == "ok"
     assert len(calls) == 3
+
+
+def test_a_session_whose_connection_dropped_mid_transaction_is_retried(monkeypatch):
+    # What Optuna raises when _get_trials' fallback query runs on the invalidated session.
+    monkeypatch.setattr(storage, "_BACKOFF_S", (0.0,))
+    calls = []
+
+    def pending_rollback() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                raise PendingRollbackError(
+                    "Can't reconnect until invalid transaction is rolled back"
+                )
+            except PendingRollbackError as exc:
+                message = "An exception is raised during the commit."
+                raise optuna.exceptions.StorageInternalError(message) from exc
+        return "ok"
+
+    assert retrying(pending_rollback, "test") == "ok"
+    assert len(calls) == 2
 
 
 def test_retries_give_up_after_the_backoff_schedule(monkeypatch):
